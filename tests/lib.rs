@@ -1,0 +1,1 @@
+//! End-to-end tests across the spice-hf crates live in `it/`.
