@@ -22,6 +22,10 @@ pub struct Manifest {
     pub commit: String,
     /// Files that are complete and verified, by path relative to the revision directory.
     pub files: BTreeMap<String, ManifestEntry>,
+    /// Every file of the commit as the hub listed it (size and hash), so a pinned commit can
+    /// be served from the cache without asking the network what it contains.
+    #[serde(default)]
+    pub tree: BTreeMap<String, ManifestEntry>,
 }
 
 /// One verified file.
@@ -44,6 +48,7 @@ impl Manifest {
             revision: revision.to_string(),
             commit: commit.to_string(),
             files: BTreeMap::new(),
+            tree: BTreeMap::new(),
         }
     }
 
