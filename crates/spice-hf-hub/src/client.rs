@@ -196,7 +196,7 @@ pub(crate) struct Ctx<'a> {
 
 struct Sent {
     resp: reqwest::Response,
-    /// Headers of the first response (the hub's own, e.g. the 302 to the CDN).
+    /// Headers of the hub's last response (e.g. the 302 to the CDN).
     first: HeaderMap,
 }
 
@@ -335,7 +335,9 @@ impl HubClient {
                 }
                 Ok(Ok(r)) => r,
             };
-            if first.is_none() {
+            if first.is_none() || self.same_origin(&url) {
+                // The hub's last answer carries the metadata (a relative 307 has none; the
+                // 302 to the CDN has all of it).
                 first = Some(resp.headers().clone());
             }
             if resp.status().is_redirection() {
