@@ -536,6 +536,9 @@ impl HubClient {
         let what = format!("download {}", file.path);
         let ctx = Ctx { repo, revision: commit, path: Some(&file.path) };
         let mut retrier = Retrier::new(&self.config.retry);
+        if part.offset() > 0 {
+            tracing::info!(file = %file.path, offset = part.offset(), "resuming a partial download with a Range request");
+        }
         progress.file_started(&file.path, file.size, part.offset());
         let etag = loop {
             let before = part.offset();

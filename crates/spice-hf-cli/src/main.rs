@@ -1,0 +1,305 @@
+//! The `spice-hf` command. The only place (with the server) that installs a tracing
+//! subscriber and draws on the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // Reason: a command-line program talks on stdout and stderr.
+
+mod progress;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use spice_hf_cache::Cache;
+use spice_hf_hub::{HubClient, HubConfig, ModelRef, PullOptions, Selection};
+
+/// Run Hugging Face models locally: pull them into a verified cache, manage the cache, mirror.
+#[derive(Debug, Parser)]
+#[command(name = "spice-hf", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download a model into the verified cache (resumes, verifies, never re-downloads).
+    Pull(PullArgs),
+    /// Inspect and maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Serve a directory of repositories over the Hub protocol (air-gapped mirrors).
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CacheDirArg {
+    /// Cache root [env: SPICE_MODELS_DIR] [default: ~/.spice/models].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl CacheDirArg {
+    fn cache(&self) -> anyhow::Result<Cache> {
+        Ok(match &self.cache_dir {
+            Some(d) => Cache::new(d),
+            None => Cache::from_env()?,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct PullArgs {
+    /// Model reference: [hf:]org/name[@revision].
+    model: String,
+    /// Revision (branch, tag or commit); overrides `@revision` in MODEL.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Only files matching this glob (repeatable).
+    #[arg(long = "include", value_name = "GLOB")]
+    include: Vec<String>,
+    /// Skip files matching this glob (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// GGUF quantization to pick (q4_1, Q8_0, ...).
+    #[arg(long)]
+    quant: Option<String>,
+    /// Hugging Face token (prefer HF_TOKEN or a token file: a flag shows in `ps`).
+    #[arg(long, alias = "hf-token")]
+    token: Option<String>,
+    /// Hub endpoint [env: HF_ENDPOINT] [default: https://huggingface.co].
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// No network: serve from the cache or fail [env: HF_HUB_OFFLINE].
+    #[arg(long)]
+    offline: bool,
+    #[command(flatten)]
+    cache: CacheDirArg,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 8)]
+    max_parallel: usize,
+    /// Give up waiting for another process's lock after this many seconds (default: wait).
+    #[arg(long, value_name = "SECS")]
+    lock_timeout: Option<u64>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// List cached models: revision, commit, files, size.
+    Ls(CacheDirArg),
+    /// Rehash every cached file; report missing, corrupt and extra files (exit 1 if any).
+    Verify {
+        /// Only this model ([org/name][@revision]).
+        model: Option<String>,
+        #[command(flatten)]
+        cache: CacheDirArg,
+    },
+    /// Remove a model (all revisions, or the one given with @revision).
+    Rm {
+        /// org/name[@revision].
+        model: String,
+        #[command(flatten)]
+        cache: CacheDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MirrorCommand {
+    /// Serve DIR/<org>/<name>/... (and <name>@<branch>/ for other branches).
+    Serve {
+        /// Directory of repositories.
+        dir: PathBuf,
+        /// Hub listener address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// CDN listener address (large files are redirected there) [default: an ephemeral port].
+        #[arg(long)]
+        cdn_addr: Option<SocketAddr>,
+        /// JSON access rules for private and gated repositories.
+        #[arg(long, value_name = "FILE")]
+        access: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPICE_HF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Pull(args) => pull(args).await,
+        Command::Cache { command } => cache(command),
+        Command::Mirror { command: MirrorCommand::Serve { dir, addr, cdn_addr, access } } => {
+            let access = match access {
+                Some(p) => spice_hf_mirror::AccessConfig::load(&p)?,
+                None => spice_hf_mirror::AccessConfig::default(),
+            };
+            let mirror = spice_hf_mirror::Mirror::from_dir(&dir, &access)?;
+            let running = mirror.spawn(addr, cdn_addr).await?;
+            // A closed stdout must not stop the server: write, and ignore failures.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "serving {} at {} (CDN {}); use it with HF_ENDPOINT={}", dir.display(), running.hub_url(), running.cdn_url(), running.hub_url());
+            let _ = out.flush();
+            running.run_until(shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
+    let mut model = ModelRef::parse(&args.model)?;
+    if let Some(rev) = &args.revision {
+        model = ModelRef::new(model.repo(), rev)?;
+    }
+    let mut config = HubConfig::from_env(args.token.as_deref())?;
+    if let Some(ep) = args.endpoint {
+        config.endpoint = ep;
+    }
+    config.offline |= args.offline;
+    config.max_parallel = args.max_parallel.max(1);
+    let client = HubClient::new(config)?;
+    let cache = args.cache.cache()?;
+    let opts = PullOptions {
+        selection: Selection { include: args.include, exclude: args.exclude, quant: args.quant },
+        lock_timeout: args.lock_timeout.map(Duration::from_secs),
+    };
+    let bars = progress::Bars::new();
+    let report = client.pull(&cache, &model, &opts, &bars).await;
+    bars.finish();
+    let report = report.with_context(|| format!("pulling {model}"))?;
+    if args.json {
+        let files: Vec<_> = report
+            .files
+            .iter()
+            .map(|f| serde_json::json!({"path": f.path, "size": f.size, "state": format!("{:?}", f.state).to_lowercase()}))
+            .collect();
+        let out = serde_json::json!({
+            "model": report.model.to_string(), "commit": report.commit, "dir": report.dir,
+            "downloaded_bytes": report.downloaded_bytes, "used_network": report.used_network, "files": files,
+        });
+        println!("{out}");
+    } else {
+        let downloaded = report.files.iter().filter(|f| f.state == spice_hf_hub::PulledState::Downloaded).count();
+        println!("{} files ({} downloaded, {} bytes)", report.files.len(), downloaded, report.downloaded_bytes);
+        println!("commit {}", report.commit);
+        println!("{}", report.dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CacheCommand::Ls(dir) => {
+            let cache = dir.cache()?;
+            let list = cache.list()?;
+            if list.is_empty() {
+                println!("no models in {}", cache.root().display());
+            }
+            println!("{:<48} {:<16} {:<12} {:>6} {:>12}", "MODEL", "REVISION", "COMMIT", "FILES", "SIZE");
+            for r in list {
+                println!(
+                    "{:<48} {:<16} {:<12} {:>6} {:>12}",
+                    r.manifest.repo,
+                    r.manifest.revision,
+                    &r.manifest.commit[..r.manifest.commit.len().min(12)],
+                    r.manifest.files.len(),
+                    human(r.size)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Verify { model, cache } => {
+            let cache = cache.cache()?;
+            let filter = model.as_deref().map(|m| m.split_once('@').map(|(r, v)| (r.to_string(), Some(v.to_string()))).unwrap_or((m.to_string(), None)));
+            let mut bad = 0;
+            for r in cache.list()? {
+                if let Some((repo, rev)) = &filter {
+                    if &r.manifest.repo != repo || rev.as_ref().is_some_and(|v| v != &r.manifest.revision) {
+                        continue;
+                    }
+                }
+                let dir = cache.revision(&r.manifest.repo, &r.manifest.revision)?;
+                let report = dir.verify()?;
+                let status = if report.is_clean() { "ok" } else { "FAILED" };
+                println!("{}@{}: {} ({} ok)", r.manifest.repo, r.manifest.revision, status, report.ok.len());
+                for (kind, files) in [("missing", &report.missing), ("corrupt", &report.corrupt), ("extra", &report.extra)] {
+                    for f in files {
+                        println!("  {kind}: {f}");
+                    }
+                }
+                if !report.is_clean() {
+                    bad += 1;
+                }
+            }
+            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        CacheCommand::Rm { model, cache } => {
+            let cache = cache.cache()?;
+            let (repo, rev) = match model.split_once('@') {
+                Some((r, v)) => (r, Some(v)),
+                None => (model.as_str(), None),
+            };
+            let freed = cache.remove(repo, rev)?;
+            if freed == 0 {
+                println!("{model} is not in the cache");
+            } else {
+                println!("removed {model} ({})", human(freed));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

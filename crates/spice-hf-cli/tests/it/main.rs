@@ -1,0 +1,217 @@
+//! End-to-end tests of the `spice-hf` binary against the fake Hub: pull output and exit codes,
+//! a process killed mid-file and resumed, two processes pulling at once, the cache commands and
+//! `mirror serve`.
+#![allow(clippy::print_stdout)] // Reason: tests print what they measured.
+
+mod interop;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spice_hf_cache::Cache;
+use spice_hf_mirror::Mirror;
+use spice_hf_testkit::{FakeHub, Fault, FaultRule, Role, fixtures, repo_with};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spice-hf");
+const REPO: &str = "org/tiny";
+
+fn files_with_big(big: usize) -> BTreeMap<String, Vec<u8>> {
+    let mut files = fixtures::tiny_llama_files(3);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..big)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    files.insert("big.safetensors".into(), data);
+    files
+}
+
+async fn hub_with(files: &BTreeMap<String, Vec<u8>>) -> FakeHub {
+    let mirror = Mirror::new();
+    mirror.add_repo(repo_with(REPO, files));
+    FakeHub::start(mirror).await.unwrap()
+}
+
+/// A `spice-hf` command with a clean environment pointing at `endpoint` and `cache`.
+fn spice(endpoint: &str, cache: &Path) -> Command {
+    #[allow(clippy::disallowed_methods)] // Reason: the test drives the real binary.
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", cache)
+        .env("HF_ENDPOINT", endpoint)
+        .env("SPICE_MODELS_DIR", cache)
+        .env("SPICE_HF_LOG", "info")
+        .stdin(Stdio::null());
+    c
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_prints_commit_and_dir_and_fails_loudly() {
+    let files = files_with_big(10_000);
+    let hub = hub_with(&files).await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args(["pull", REPO]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let commit = hub.mirror().update_repo(REPO, |r| r.refs["main"].clone()).unwrap();
+    assert!(stdout.contains(&format!("commit {commit}")), "{stdout}");
+    assert!(stdout.contains(&cache.path().join("org--tiny/main").display().to_string()), "{stdout}");
+    // No progress bar escape codes when stdout is not a terminal.
+    assert!(!stdout.contains('\u{1b}'));
+
+    let out = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args(["pull", REPO, "--json", "--include", "*.json"]);
+        c
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["commit"], commit.as_str());
+    assert!(v["files"].as_array().unwrap().iter().all(|f| f["state"] == "cached"));
+
+    let out = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args(["pull", "org/missing"]);
+        c
+    })
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("repository org/missing not found"), "{}", text(&out.stderr));
+
+    let out = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args(["pull", "org/tiny@../../etc"]);
+        c
+    })
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("invalid revision"), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_file_then_resumed_with_range() {
+    let files = files_with_big(8 << 20);
+    let hub = hub_with(&files).await;
+    // Slow the first CDN download so the kill lands mid-file.
+    hub.inject(FaultRule::new(Role::Cdn, "/blobs/", 1..=1, Fault::Trickle { chunk: 64 * 1024, every: Duration::from_millis(25) }));
+    let cache = tempfile::tempdir().unwrap();
+    let mut first = spice(hub.url(), cache.path());
+    first.args(["pull", REPO, "--include", "big.safetensors"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = first.spawn().unwrap();
+    let part = Cache::new(cache.path()).revision(REPO, "main").unwrap().path().join("big.safetensors.part");
+    let start = Instant::now();
+    loop {
+        let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if len >= 1 << 20 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "download never started");
+        assert!(child.try_wait().unwrap().is_none(), "pull finished before it could be killed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = std::fs::metadata(&part).unwrap().len();
+    assert!(left > 0 && left < 8 << 20);
+
+    let out = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args(["pull", REPO, "--include", "big.safetensors"]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("resuming a partial download"), "{}", text(&out.stderr));
+    let ranges: Vec<u64> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.role == Role::Cdn)
+        .filter_map(|r| r.range)
+        .map(|r| r.trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap())
+        .collect();
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert!(ranges[0] >= 1 << 20, "resumed from {}", ranges[0]);
+    let dir = Cache::new(cache.path()).revision(REPO, "main").unwrap();
+    assert!(dir.verify().unwrap().is_clean());
+    assert_eq!(std::fs::read(dir.file_path("big.safetensors").unwrap()).unwrap(), files["big.safetensors"]);
+    println!("killed with {left} bytes on disk; resumed with Range from byte {}", ranges[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_download_each_file_once() {
+    let files = files_with_big(4 << 20);
+    let hub = hub_with(&files).await;
+    hub.inject(FaultRule::new(Role::Cdn, "/blobs/", 1..=10, Fault::Trickle { chunk: 64 * 1024, every: Duration::from_millis(5) }));
+    let cache = tempfile::tempdir().unwrap();
+    let spawn = || {
+        let mut c = spice(hub.url(), cache.path());
+        c.args(["pull", REPO]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = tokio::task::spawn_blocking(move || (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())).await.unwrap();
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert!(b.status.success(), "{}", text(&b.stderr));
+    let log = hub.requests();
+    let mut gets: BTreeMap<String, usize> = BTreeMap::new();
+    for r in log.iter().filter(|r| r.method == "GET" && (r.role == Role::Cdn || r.path.contains("/resolve/"))) {
+        *gets.entry(r.path.clone()).or_default() += 1;
+    }
+    assert!(gets.values().all(|&n| n == 1), "files downloaded more than once: {gets:?}");
+    let lfs = log.iter().filter(|r| r.role == Role::Cdn).count();
+    assert_eq!(lfs, 2, "two LFS files, one CDN GET each");
+    assert!(Cache::new(cache.path()).revision(REPO, "main").unwrap().verify().unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_ls_verify_rm() {
+    let files = files_with_big(1000);
+    let hub = hub_with(&files).await;
+    let cache = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = spice(hub.url(), cache.path());
+        c.args(args);
+        c
+    };
+    assert!(output(run(&["pull", REPO])).await.status.success());
+    let ls = text(&output(run(&["cache", "ls"])).await.stdout);
+    assert!(ls.contains("org/tiny") && ls.contains("main"), "{ls}");
+    let ok = output(run(&["cache", "verify"])).await;
+    assert!(ok.status.success(), "{}", text(&ok.stdout));
+    let dir = Cache::new(cache.path()).revision(REPO, "main").unwrap();
+    std::fs::write(dir.file_path("config.json").unwrap(), b"{}").unwrap();
+    std::fs::remove_file(dir.file_path("tokenizer.json").unwrap()).unwrap();
+    std::fs::write(dir.path().join("stray.bin"), b"x").unwrap();
+    let bad = output(run(&["cache", "verify", REPO])).await;
+    assert!(!bad.status.success());
+    let report = text(&bad.stdout);
+    for line in ["corrupt: config.json", "missing: tokenizer.json", "extra: stray.bin"] {
+        assert!(report.contains(line), "{report}");
+    }
+    // A pull repairs it.
+    assert!(output(run(&["pull", REPO])).await.status.success());
+    assert!(output(run(&["cache", "verify"])).await.status.success());
+    let rm = text(&output(run(&["cache", "rm", REPO])).await.stdout);
+    assert!(rm.contains("removed org/tiny"), "{rm}");
+    assert!(text(&output(run(&["cache", "ls"])).await.stdout).contains("no models"));
+}
