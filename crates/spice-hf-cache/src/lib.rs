@@ -28,6 +28,7 @@ mod lock;
 mod manifest;
 mod part;
 mod path;
+mod ranged;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +41,7 @@ pub use lock::{LOCK_FILE, RevisionLock};
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestEntry};
 pub use part::{Expected, PART_SUFFIX, PartFile, part_path};
 pub use path::{MAX_COMPONENT_BYTES, checked_join, validate_relative, validate_repo_id};
+pub use ranged::{RANGED_SUFFIX, RangedPart};
 
 /// The cache's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -107,7 +109,9 @@ impl Cache {
                 find_manifests(&entry.path(), &mut out, 0)?;
             }
         }
-        out.sort_by(|a, b| (&a.manifest.repo, &a.manifest.revision).cmp(&(&b.manifest.repo, &b.manifest.revision)));
+        out.sort_by(|a, b| {
+            (&a.manifest.repo, &a.manifest.revision).cmp(&(&b.manifest.repo, &b.manifest.revision))
+        });
         Ok(out)
     }
 
@@ -221,7 +225,10 @@ impl RevisionDir {
     /// The checked path of a repository file in this revision. Names the cache uses itself
     /// (the manifest, the lock, `.part` files) are refused too.
     pub fn file_path(&self, rel: &str) -> Result<PathBuf> {
-        let reserved = rel == MANIFEST_FILE || rel == LOCK_FILE || rel.ends_with(PART_SUFFIX);
+        let reserved = rel == MANIFEST_FILE
+            || rel == LOCK_FILE
+            || rel.ends_with(PART_SUFFIX)
+            || rel.ends_with(RANGED_SUFFIX);
         if reserved {
             return Err(Error::UnsafePath {
                 path: rel.escape_debug().to_string(),
@@ -255,16 +262,27 @@ impl RevisionDir {
 
     /// Whether `rel` is cached as `expected`. A file without a manifest entry whose size and
     /// hash match is adopted: the entry is added to `manifest` (the caller saves it).
-    pub fn state(&self, rel: &str, expected: &Expected, manifest: &mut Manifest) -> Result<FileState> {
+    pub fn state(
+        &self,
+        rel: &str,
+        expected: &Expected,
+        manifest: &mut Manifest,
+    ) -> Result<FileState> {
         let path = self.file_path(rel)?;
-        let on_disk = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len());
+        let on_disk = std::fs::metadata(&path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         if let Some(len) = on_disk {
             if let Some(entry) = manifest.files.get(rel) {
                 if entry.size == expected.size && entry.hash == expected.hash && len == entry.size {
                     return Ok(FileState::Cached);
                 }
             } else if len == expected.size && hash_file(&path, &expected.hash)? == expected.hash {
-                tracing::info!(file = rel, "adopting a file already present in the cache directory");
+                tracing::info!(
+                    file = rel,
+                    "adopting a file already present in the cache directory"
+                );
                 manifest.files.insert(
                     rel.to_string(),
                     ManifestEntry {
@@ -276,7 +294,9 @@ impl RevisionDir {
                 return Ok(FileState::Adopted);
             }
         }
-        let partial = std::fs::metadata(part_path(&path)).map(|m| m.len()).unwrap_or(0);
+        let partial = std::fs::metadata(part_path(&path))
+            .map(|m| m.len())
+            .unwrap_or(0);
         let partial = if partial <= expected.size { partial } else { 0 };
         Ok(FileState::Missing { partial })
     }
@@ -284,7 +304,8 @@ impl RevisionDir {
     /// Fails with [`Error::NoSpace`] when fewer than `needed` bytes are free here.
     pub fn check_free_space(&self, needed: u64) -> Result<()> {
         self.create()?;
-        let available = fs4::available_space(&self.dir).map_err(|e| Error::io("stat filesystem", &self.dir, e))?;
+        let available = fs4::available_space(&self.dir)
+            .map_err(|e| Error::io("stat filesystem", &self.dir, e))?;
         if needed > available {
             return Err(Error::NoSpace {
                 dir: self.dir.clone(),
@@ -318,7 +339,9 @@ impl RevisionDir {
         let mut present = Vec::new();
         collect_files(&self.dir, "", &mut present);
         for rel in present {
-            let internal = rel == MANIFEST_FILE || rel == LOCK_FILE || rel.starts_with(".spice-manifest.json.tmp");
+            let internal = rel == MANIFEST_FILE
+                || rel == LOCK_FILE
+                || rel.starts_with(".spice-manifest.json.tmp");
             if !internal && !manifest.files.contains_key(&rel) {
                 report.extra.push(rel);
             }
@@ -333,7 +356,11 @@ fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         match entry.file_type() {
             Ok(t) if t.is_dir() => collect_files(&entry.path(), &rel, out),
             Ok(_) => out.push(rel),

@@ -54,7 +54,8 @@ impl PartFile {
     /// one is truncated.
     pub fn open(target: &Path, expected: Expected) -> Result<Self> {
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?;
         }
         let part = part_path(target);
         let mut file = OpenOptions::new()
@@ -64,14 +65,19 @@ impl PartFile {
             .truncate(false)
             .open(&part)
             .map_err(|e| Error::io("open", &part, e))?;
-        let len = file.metadata().map_err(|e| Error::io("stat", &part, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &part, e))?
+            .len();
         let mut hasher = expected.hash.hasher(expected.size);
         let written = if len > 0 && len <= expected.size {
-            let n = crate::hash::feed(&mut file, &mut hasher).map_err(|e| Error::io("read", &part, e))?;
+            let n = crate::hash::feed(&mut file, &mut hasher)
+                .map_err(|e| Error::io("read", &part, e))?;
             tracing::debug!(part = %part.display(), bytes = n, "resuming partial file");
             n
         } else {
-            file.set_len(0).map_err(|e| Error::io("truncate", &part, e))?;
+            file.set_len(0)
+                .map_err(|e| Error::io("truncate", &part, e))?;
             0
         };
         file.seek(SeekFrom::Start(written))

@@ -68,7 +68,9 @@ pub fn validate_relative(rel: &str) -> Result<()> {
         }
         let stem = component.split('.').next().unwrap_or(component);
         if is_windows_device(stem) {
-            return Err(bad("Windows device names (CON, NUL, COM1, ...) are not allowed"));
+            return Err(bad(
+                "Windows device names (CON, NUL, COM1, ...) are not allowed",
+            ));
         }
     }
     Ok(())

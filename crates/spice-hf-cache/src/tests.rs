@@ -43,13 +43,18 @@ fn checked_join_table() {
     ];
     for rel in bad {
         let err = checked_join(base, rel).unwrap_err();
-        assert!(matches!(err, Error::UnsafePath { .. }), "{rel:?} gave {err}");
+        assert!(
+            matches!(err, Error::UnsafePath { .. }),
+            "{rel:?} gave {err}"
+        );
     }
 }
 
 #[test]
 fn unsafe_path_error_names_the_path() {
-    let msg = checked_join(Path::new("/c"), "../x").unwrap_err().to_string();
+    let msg = checked_join(Path::new("/c"), "../x")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("../x") && msg.contains(".."), "{msg}");
 }
 
@@ -87,7 +92,10 @@ fn hashes_match_git_and_sha256() {
 #[test]
 fn etag_parsing() {
     let h = ContentHash::from_etag("W/\"CE013625030BA8DBA906F756967F9E9CA394464A\"").unwrap();
-    assert_eq!(h, ContentHash::GitSha1("ce013625030ba8dba906f756967f9e9ca394464a".into()));
+    assert_eq!(
+        h,
+        ContentHash::GitSha1("ce013625030ba8dba906f756967f9e9ca394464a".into())
+    );
     for bad in ["\"../../x\"", "", "abc", &"g".repeat(40), &"a".repeat(41)] {
         assert!(ContentHash::from_etag(bad).is_err(), "{bad}");
     }
@@ -146,7 +154,10 @@ fn part_file_refuses_to_grow_past_size_and_short_files_fail() {
     let target = dir.path().join("m");
     let expected = expected_for(&[1, 2, 3]);
     let mut part = PartFile::open(&target, expected.clone()).unwrap();
-    assert!(matches!(part.write(&[1, 2, 3, 4]), Err(Error::SizeMismatch { .. })));
+    assert!(matches!(
+        part.write(&[1, 2, 3, 4]),
+        Err(Error::SizeMismatch { .. })
+    ));
     let mut part = PartFile::open(&target, expected).unwrap();
     part.write(&[1, 2]).unwrap();
     assert!(matches!(part.finish(), Err(Error::SizeMismatch { .. })));
@@ -180,10 +191,19 @@ fn state_adopts_hand_placed_files_and_verify_reports() {
     );
     // Same size, wrong content: not adopted.
     std::fs::write(rev.file_path("config.json").unwrap(), b"{\"a\":2}").unwrap();
-    assert!(matches!(rev.state("config.json", &expected, &mut manifest).unwrap(), FileState::Missing { .. }));
+    assert!(matches!(
+        rev.state("config.json", &expected, &mut manifest).unwrap(),
+        FileState::Missing { .. }
+    ));
     std::fs::write(rev.file_path("config.json").unwrap(), &good).unwrap();
-    assert_eq!(rev.state("config.json", &expected, &mut manifest).unwrap(), FileState::Adopted);
-    assert_eq!(rev.state("config.json", &expected, &mut manifest).unwrap(), FileState::Cached);
+    assert_eq!(
+        rev.state("config.json", &expected, &mut manifest).unwrap(),
+        FileState::Adopted
+    );
+    assert_eq!(
+        rev.state("config.json", &expected, &mut manifest).unwrap(),
+        FileState::Cached
+    );
     rev.save_manifest(&manifest).unwrap();
 
     let listed = cache.list().unwrap();
@@ -224,10 +244,51 @@ fn corrupt_manifest_is_a_clear_error() {
 
 #[test]
 fn repo_id_table() {
-    for ok in ["gpt2", "org/name", "HuggingFaceTB/SmolLM2-135M-Instruct", "a.b_c/d-e.f"] {
+    for ok in [
+        "gpt2",
+        "org/name",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "a.b_c/d-e.f",
+    ] {
         validate_repo_id(ok).unwrap();
     }
-    for bad in ["", "../org", "a/b/c", "a--b/c", "a/.b", "-a/b", "a /b", "a/b\0", "/a", "a/", &"x".repeat(97)] {
-        assert!(matches!(validate_repo_id(bad), Err(Error::InvalidRepoId { .. })), "{bad:?}");
+    for bad in [
+        "",
+        "../org",
+        "a/b/c",
+        "a--b/c",
+        "a/.b",
+        "-a/b",
+        "a /b",
+        "a/b\0",
+        "/a",
+        "a/",
+        &"x".repeat(97),
+    ] {
+        assert!(
+            matches!(validate_repo_id(bad), Err(Error::InvalidRepoId { .. })),
+            "{bad:?}"
+        );
     }
+}
+
+#[test]
+fn ranged_part_writes_at_offsets_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let expected = expected_for(&data);
+    let part = RangedPart::create(&target, expected.clone()).unwrap();
+    for chunk in [3, 0, 2, 1] {
+        let a = chunk * 2500;
+        part.write_at(a as u64, &data[a..a + 2500]).unwrap();
+    }
+    assert!(part.write_at(9_999, &[1, 2]).is_err());
+    assert_eq!(std::fs::read(part.finish().unwrap()).unwrap(), data);
+
+    // A hole (a range never written) fails verification and leaves nothing behind.
+    let part = RangedPart::create(&target.with_extension("b"), expected).unwrap();
+    part.write_at(0, &data[..5000]).unwrap();
+    assert!(matches!(part.finish(), Err(Error::HashMismatch { .. })));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

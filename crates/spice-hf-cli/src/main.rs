@@ -88,6 +88,9 @@ struct PullArgs {
     /// Give up waiting for another process's lock after this many seconds (default: wait).
     #[arg(long, value_name = "SECS")]
     lock_timeout: Option<u64>,
+    /// Fetch files of 64 MiB or more as 16 MiB ranges over N connections at once.
+    #[arg(long, value_name = "N")]
+    range_parallel: Option<usize>,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -161,7 +164,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Pull(args) => pull(args).await,
         Command::Cache { command } => cache(command),
-        Command::Mirror { command: MirrorCommand::Serve { dir, addr, cdn_addr, access } } => {
+        Command::Mirror {
+            command:
+                MirrorCommand::Serve {
+                    dir,
+                    addr,
+                    cdn_addr,
+                    access,
+                },
+        } => {
             let access = match access {
                 Some(p) => spice_hf_mirror::AccessConfig::load(&p)?,
                 None => spice_hf_mirror::AccessConfig::default(),
@@ -170,7 +181,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let running = mirror.spawn(addr, cdn_addr).await?;
             // A closed stdout must not stop the server: write, and ignore failures.
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "serving {} at {} (CDN {}); use it with HF_ENDPOINT={}", dir.display(), running.hub_url(), running.cdn_url(), running.hub_url());
+            let _ = writeln!(
+                out,
+                "serving {} at {} (CDN {}); use it with HF_ENDPOINT={}",
+                dir.display(),
+                running.hub_url(),
+                running.cdn_url(),
+                running.hub_url()
+            );
             let _ = out.flush();
             running.run_until(shutdown_signal()).await;
             Ok(ExitCode::SUCCESS)
@@ -181,10 +199,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -210,8 +229,16 @@ async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let client = HubClient::new(config)?;
     let cache = args.cache.cache()?;
     let opts = PullOptions {
-        selection: Selection { include: args.include, exclude: args.exclude, quant: args.quant },
+        selection: Selection {
+            include: args.include,
+            exclude: args.exclude,
+            quant: args.quant,
+        },
         lock_timeout: args.lock_timeout.map(Duration::from_secs),
+        range_parallel: args.range_parallel.map(|n| spice_hf_hub::RangeParallel {
+            connections: n.max(1),
+            ..Default::default()
+        }),
     };
     let bars = progress::Bars::new();
     let report = client.pull(&cache, &model, &opts, &bars).await;
@@ -229,8 +256,17 @@ async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{out}");
     } else {
-        let downloaded = report.files.iter().filter(|f| f.state == spice_hf_hub::PulledState::Downloaded).count();
-        println!("{} files ({} downloaded, {} bytes)", report.files.len(), downloaded, report.downloaded_bytes);
+        let downloaded = report
+            .files
+            .iter()
+            .filter(|f| f.state == spice_hf_hub::PulledState::Downloaded)
+            .count();
+        println!(
+            "{} files ({} downloaded, {} bytes)",
+            report.files.len(),
+            downloaded,
+            report.downloaded_bytes
+        );
         println!("commit {}", report.commit);
         println!("{}", report.dir.display());
     }
@@ -245,7 +281,10 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
             if list.is_empty() {
                 println!("no models in {}", cache.root().display());
             }
-            println!("{:<48} {:<16} {:<12} {:>6} {:>12}", "MODEL", "REVISION", "COMMIT", "FILES", "SIZE");
+            println!(
+                "{:<48} {:<16} {:<12} {:>6} {:>12}",
+                "MODEL", "REVISION", "COMMIT", "FILES", "SIZE"
+            );
             for r in list {
                 println!(
                     "{:<48} {:<16} {:<12} {:>6} {:>12}",
@@ -260,19 +299,34 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         }
         CacheCommand::Verify { model, cache } => {
             let cache = cache.cache()?;
-            let filter = model.as_deref().map(|m| m.split_once('@').map(|(r, v)| (r.to_string(), Some(v.to_string()))).unwrap_or((m.to_string(), None)));
+            let filter = model.as_deref().map(|m| {
+                m.split_once('@')
+                    .map(|(r, v)| (r.to_string(), Some(v.to_string())))
+                    .unwrap_or((m.to_string(), None))
+            });
             let mut bad = 0;
             for r in cache.list()? {
-                if let Some((repo, rev)) = &filter {
-                    if &r.manifest.repo != repo || rev.as_ref().is_some_and(|v| v != &r.manifest.revision) {
-                        continue;
-                    }
+                if let Some((repo, rev)) = &filter
+                    && (&r.manifest.repo != repo
+                        || rev.as_ref().is_some_and(|v| v != &r.manifest.revision))
+                {
+                    continue;
                 }
                 let dir = cache.revision(&r.manifest.repo, &r.manifest.revision)?;
                 let report = dir.verify()?;
                 let status = if report.is_clean() { "ok" } else { "FAILED" };
-                println!("{}@{}: {} ({} ok)", r.manifest.repo, r.manifest.revision, status, report.ok.len());
-                for (kind, files) in [("missing", &report.missing), ("corrupt", &report.corrupt), ("extra", &report.extra)] {
+                println!(
+                    "{}@{}: {} ({} ok)",
+                    r.manifest.repo,
+                    r.manifest.revision,
+                    status,
+                    report.ok.len()
+                );
+                for (kind, files) in [
+                    ("missing", &report.missing),
+                    ("corrupt", &report.corrupt),
+                    ("extra", &report.extra),
+                ] {
                     for f in files {
                         println!("  {kind}: {f}");
                     }
@@ -281,7 +335,11 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
                     bad += 1;
                 }
             }
-            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         CacheCommand::Rm { model, cache } => {
             let cache = cache.cache()?;

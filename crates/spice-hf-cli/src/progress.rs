@@ -17,16 +17,26 @@ pub(crate) struct Bars {
 
 impl Bars {
     pub(crate) fn new() -> Self {
-        let target = if std::io::stdout().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target = if std::io::stdout().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         let multi = MultiProgress::with_draw_target(target);
         let total = multi.add(ProgressBar::new(0));
         total.set_style(
-            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         total.set_prefix("total");
-        Self { multi, total, files: Mutex::default() }
+        Self {
+            multi,
+            total,
+            files: Mutex::default(),
+        }
     }
 
     pub(crate) fn finish(&self) {
@@ -39,33 +49,53 @@ impl Progress for Bars {
     fn file_started(&self, path: &str, total: u64, already: u64) {
         let bar = self.multi.add(ProgressBar::new(total));
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(path.to_string());
         bar.set_prefix("file");
         bar.set_position(already);
         self.total.inc_length(total);
         self.total.inc(already);
-        self.files.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_string(), bar);
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_string(), bar);
     }
 
     fn bytes(&self, path: &str, n: u64) {
-        if let Some(bar) = self.files.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        if let Some(bar) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
             bar.inc(n);
         }
         self.total.inc(n);
     }
 
     fn file_done(&self, path: &str) {
-        if let Some(bar) = self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(path) {
+        if let Some(bar) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path)
+        {
             bar.finish_and_clear();
         }
     }
 
     fn file_failed(&self, path: &str) {
-        if let Some(bar) = self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(path) {
+        if let Some(bar) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path)
+        {
             bar.abandon_with_message(format!("{path} failed"));
         }
     }

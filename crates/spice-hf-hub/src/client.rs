@@ -8,7 +8,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use spice_hf_cache::{ContentHash, Expected, PartFile};
+use spice_hf_cache::{ContentHash, Expected, PartFile, RangedPart};
 use url::Url;
 
 use crate::retry::parse_retry_after;
@@ -156,7 +156,12 @@ impl<'a> Retrier<'a> {
 
     /// After a failed attempt: `Ok(())` once the delay has been slept, or the final error.
     /// An attempt that made progress (bytes written) resets the schedule.
-    pub(crate) async fn after(&mut self, what: &str, e: AttemptError, progressed: bool) -> Result<()> {
+    pub(crate) async fn after(
+        &mut self,
+        what: &str,
+        e: AttemptError,
+        progressed: bool,
+    ) -> Result<()> {
         self.attempts += 1;
         if !e.retry {
             return Err(e.error);
@@ -295,34 +300,50 @@ impl HubClient {
     /// Sends one request, following redirects by hand: the token goes to the hub origin
     /// only, so it is kept on same-origin redirects and dropped on any change of host, port
     /// or scheme.
-    async fn send(&self, method: Method, url: &str, range_from: Option<u64>, what: &str) -> Result<Sent, AttemptError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        range: Option<(u64, Option<u64>)>,
+        what: &str,
+    ) -> Result<Sent, AttemptError> {
         self.offline_guard(what)?;
-        let mut url = Url::parse(url).map_err(|e| AttemptError::fatal(self.protocol(format!("bad URL {url}: {e}"))))?;
+        let mut url = Url::parse(url)
+            .map_err(|e| AttemptError::fatal(self.protocol(format!("bad URL {url}: {e}"))))?;
         let mut first: Option<HeaderMap> = None;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
                 .header(header::ACCEPT_ENCODING, "identity");
-            if let Some(from) = range_from {
-                req = req.header(header::RANGE, format!("bytes={from}-"));
+            match range {
+                Some((from, Some(to))) => {
+                    req = req.header(header::RANGE, format!("bytes={from}-{to}"))
+                }
+                Some((from, None)) => req = req.header(header::RANGE, format!("bytes={from}-")),
+                None => {}
             }
-            if self.same_origin(&url) {
-                if let Some(token) = &self.config.token {
-                    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-                        .map_err(|_| AttemptError::fatal(Error::InvalidTokenValue {
+            if self.same_origin(&url)
+                && let Some(token) = &self.config.token
+            {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+                    .map_err(|_| {
+                        AttemptError::fatal(Error::InvalidTokenValue {
                             source_name: "the configured token".into(),
                             reason: "it cannot be sent in an HTTP header".into(),
-                        }))?;
-                    v.set_sensitive(true);
-                    req = req.header(header::AUTHORIZATION, v);
-                }
+                        })
+                    })?;
+                v.set_sensitive(true);
+                req = req.header(header::AUTHORIZATION, v);
             }
             let resp = match tokio::time::timeout(self.config.header_timeout, req.send()).await {
                 Err(_) => {
                     return Err(AttemptError::transient(Error::Network {
                         what: what.to_string(),
-                        reason: format!("no response headers within {:?}", self.config.header_timeout),
+                        reason: format!(
+                            "no response headers within {:?}",
+                            self.config.header_timeout
+                        ),
                         attempts: 1,
                     }));
                 }
@@ -340,35 +361,60 @@ impl HubClient {
                 // 302 to the CDN has all of it).
                 first = Some(resp.headers().clone());
             }
-            if resp.status().is_redirection() {
-                if let Some(loc) = resp.headers().get(header::LOCATION) {
-                    let loc = loc.to_str().map_err(|_| AttemptError::fatal(self.protocol("a redirect Location is not valid text".into())))?;
-                    let next = url.join(loc).map_err(|e| AttemptError::fatal(self.protocol(format!("bad redirect Location {loc:?}: {e}"))))?;
-                    if !matches!(next.scheme(), "http" | "https") {
-                        return Err(AttemptError::fatal(self.protocol(format!("redirect to unsupported scheme {}", next.scheme()))));
-                    }
-                    if self.endpoint.scheme() == "https" && next.scheme() == "http" {
-                        return Err(AttemptError::fatal(self.protocol(format!("refusing a redirect from https to plain http ({})", next.host_str().unwrap_or("?")))));
-                    }
-                    tracing::debug!(from = %url.path(), to_host = next.host_str().unwrap_or(""), "following redirect");
-                    url = next;
-                    continue;
+            if resp.status().is_redirection()
+                && let Some(loc) = resp.headers().get(header::LOCATION)
+            {
+                let loc = loc.to_str().map_err(|_| {
+                    AttemptError::fatal(
+                        self.protocol("a redirect Location is not valid text".into()),
+                    )
+                })?;
+                let next = url.join(loc).map_err(|e| {
+                    AttemptError::fatal(
+                        self.protocol(format!("bad redirect Location {loc:?}: {e}")),
+                    )
+                })?;
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(AttemptError::fatal(self.protocol(format!(
+                        "redirect to unsupported scheme {}",
+                        next.scheme()
+                    ))));
                 }
+                if self.endpoint.scheme() == "https" && next.scheme() == "http" {
+                    return Err(AttemptError::fatal(self.protocol(format!(
+                        "refusing a redirect from https to plain http ({})",
+                        next.host_str().unwrap_or("?")
+                    ))));
+                }
+                tracing::debug!(from = %url.path(), to_host = next.host_str().unwrap_or(""), "following redirect");
+                url = next;
+                continue;
             }
             return Ok(Sent {
                 resp,
                 first: first.unwrap_or_default(),
             });
         }
-        Err(AttemptError::fatal(self.protocol(format!("{what}: more than {MAX_REDIRECTS} redirects (redirect loop)"))))
+        Err(AttemptError::fatal(self.protocol(format!(
+            "{what}: more than {MAX_REDIRECTS} redirects (redirect loop)"
+        ))))
     }
 
     /// Maps an error response to an error, telling retryable statuses apart.
-    async fn status_error(&self, resp: reqwest::Response, what: &str, ctx: Ctx<'_>) -> AttemptError {
+    async fn status_error(
+        &self,
+        resp: reqwest::Response,
+        what: &str,
+        ctx: Ctx<'_>,
+    ) -> AttemptError {
         let status = resp.status();
         let from_hub = self.same_origin(resp.url());
         let h = resp.headers();
-        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(|s| self.scrub(s));
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| self.scrub(s))
+        };
         let code = get("x-error-code").unwrap_or_default();
         let request_id = get("x-request-id");
         let retry_after = get("retry-after").and_then(|v| parse_retry_after(&v));
@@ -386,10 +432,26 @@ impl HubClient {
         let repo = ctx.repo.to_string();
         let fatal = |e| AttemptError::fatal(e);
         match code.as_str() {
-            "RepoNotFound" => return fatal(Error::RepoNotFound { repo, authenticated, request_id }),
-            "GatedRepo" => return fatal(Error::Gated { repo, authenticated, request_id }),
+            "RepoNotFound" => {
+                return fatal(Error::RepoNotFound {
+                    repo,
+                    authenticated,
+                    request_id,
+                });
+            }
+            "GatedRepo" => {
+                return fatal(Error::Gated {
+                    repo,
+                    authenticated,
+                    request_id,
+                });
+            }
             "RevisionNotFound" => {
-                return fatal(Error::RevisionNotFound { repo, revision: ctx.revision.into(), request_id });
+                return fatal(Error::RevisionNotFound {
+                    repo,
+                    revision: ctx.revision.into(),
+                    request_id,
+                });
             }
             "EntryNotFound" => {
                 return fatal(Error::EntryNotFound {
@@ -411,11 +473,24 @@ impl HubClient {
             request_id,
         };
         match status.as_u16() {
-            401 if from_hub => fatal(Error::RepoNotFound { repo, authenticated, request_id: None }),
+            401 if from_hub => fatal(Error::RepoNotFound {
+                repo,
+                authenticated,
+                request_id: None,
+            }),
             // A presigned CDN URL that expired: asking the hub again gives a fresh one.
             403 if !from_hub => AttemptError::transient(http),
             403 => match http {
-                Error::Http { what, message, request_id, .. } => fatal(Error::Forbidden { what, message, request_id }),
+                Error::Http {
+                    what,
+                    message,
+                    request_id,
+                    ..
+                } => fatal(Error::Forbidden {
+                    what,
+                    message,
+                    request_id,
+                }),
                 other => fatal(other),
             },
             408 | 429 | 500 | 502 | 503 | 504 => AttemptError {
@@ -435,18 +510,35 @@ impl HubClient {
             utf8_percent_encode(revision, SEGMENT)
         );
         let what = format!("resolve {repo}@{revision}");
-        let ctx = Ctx { repo, revision, path: None };
+        let ctx = Ctx {
+            repo,
+            revision,
+            path: None,
+        };
         let body = self.get_json_bytes(&url, &what, ctx).await?;
-        let info: RevisionInfo = serde_json::from_slice(&body.0)
-            .map_err(|e| self.protocol(format!("revision info for {repo} is not the expected JSON: {e}")))?;
-        let sha = info.sha.ok_or_else(|| self.protocol(format!("revision info for {repo} has no `sha`")))?;
+        let info: RevisionInfo = serde_json::from_slice(&body.0).map_err(|e| {
+            self.protocol(format!(
+                "revision info for {repo} is not the expected JSON: {e}"
+            ))
+        })?;
+        let sha = info
+            .sha
+            .ok_or_else(|| self.protocol(format!("revision info for {repo} has no `sha`")))?;
         if !crate::is_commit(&sha) {
-            return Err(self.protocol(format!("commit id {:?} is not 40 hex digits", sha.escape_debug().to_string())));
+            return Err(self.protocol(format!(
+                "commit id {:?} is not 40 hex digits",
+                sha.escape_debug().to_string()
+            )));
         }
         Ok(sha.to_ascii_lowercase())
     }
 
-    async fn get_json_bytes(&self, url: &str, what: &str, ctx: Ctx<'_>) -> Result<(Vec<u8>, HeaderMap, Url)> {
+    async fn get_json_bytes(
+        &self,
+        url: &str,
+        what: &str,
+        ctx: Ctx<'_>,
+    ) -> Result<(Vec<u8>, HeaderMap, Url)> {
         let mut retrier = Retrier::new(&self.config.retry);
         loop {
             let attempt = async {
@@ -481,12 +573,19 @@ impl HubClient {
             utf8_percent_encode(commit, SEGMENT)
         );
         let what = format!("list files of {repo}@{commit}");
-        let ctx = Ctx { repo, revision: commit, path: None };
+        let ctx = Ctx {
+            repo,
+            revision: commit,
+            path: None,
+        };
         let mut out = Vec::new();
         for _page in 0..10_000 {
             let (body, headers, final_url) = self.get_json_bytes(&url, &what, ctx).await?;
-            let entries: Vec<TreeEntry> = serde_json::from_slice(&body)
-                .map_err(|e| self.protocol(format!("the file listing of {repo} is not the expected JSON: {e}")))?;
+            let entries: Vec<TreeEntry> = serde_json::from_slice(&body).map_err(|e| {
+                self.protocol(format!(
+                    "the file listing of {repo} is not the expected JSON: {e}"
+                ))
+            })?;
             for entry in entries {
                 if entry.kind != "file" {
                     continue;
@@ -496,18 +595,29 @@ impl HubClient {
                     (Some(lfs), _) => (lfs.oid.as_str(), lfs.size),
                     (None, Some(oid)) => (oid.as_str(), entry.size),
                     (None, None) => {
-                        return Err(self.protocol(format!("listing entry {:?} has no oid", entry.path)));
+                        return Err(
+                            self.protocol(format!("listing entry {:?} has no oid", entry.path))
+                        );
                     }
                 };
                 let hash = ContentHash::from_etag(hash)?;
-                out.push(RemoteFile { path: entry.path, size, hash });
+                out.push(RemoteFile {
+                    path: entry.path,
+                    size,
+                    hash,
+                });
             }
             match next_link(&headers) {
                 None => return Ok(out),
                 Some(next) => {
-                    let next = final_url.join(&next).map_err(|e| self.protocol(format!("bad pagination link: {e}")))?;
+                    let next = final_url
+                        .join(&next)
+                        .map_err(|e| self.protocol(format!("bad pagination link: {e}")))?;
                     if !self.same_origin(&next) {
-                        return Err(self.protocol(format!("pagination link points to another host ({})", next.host_str().unwrap_or("?"))));
+                        return Err(self.protocol(format!(
+                            "pagination link points to another host ({})",
+                            next.host_str().unwrap_or("?")
+                        )));
                     }
                     url = next.to_string();
                 }
@@ -518,8 +628,16 @@ impl HubClient {
 
     /// The `resolve` URL of a file at a commit.
     pub fn resolve_url(&self, repo: &str, commit: &str, path: &str) -> String {
-        let path: Vec<String> = path.split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
-        format!("{}/{repo}/resolve/{}/{}", self.base, utf8_percent_encode(commit, SEGMENT), path.join("/"))
+        let path: Vec<String> = path
+            .split('/')
+            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+            .collect();
+        format!(
+            "{}/{repo}/resolve/{}/{}",
+            self.base,
+            utf8_percent_encode(commit, SEGMENT),
+            path.join("/")
+        )
     }
 
     /// Downloads one file of `commit` into `part` (resuming from its offset), retrying and
@@ -534,7 +652,11 @@ impl HubClient {
     ) -> Result<Option<String>> {
         let url = self.resolve_url(repo, commit, &file.path);
         let what = format!("download {}", file.path);
-        let ctx = Ctx { repo, revision: commit, path: Some(&file.path) };
+        let ctx = Ctx {
+            repo,
+            revision: commit,
+            path: Some(&file.path),
+        };
         let mut retrier = Retrier::new(&self.config.retry);
         if part.offset() > 0 {
             tracing::info!(file = %file.path, offset = part.offset(), "resuming a partial download with a Range request");
@@ -542,7 +664,9 @@ impl HubClient {
         progress.file_started(&file.path, file.size, part.offset());
         let etag = loop {
             let before = part.offset();
-            let result = self.download_attempt(&url, &what, ctx, file, &mut part, progress).await;
+            let result = self
+                .download_attempt(&url, &what, ctx, file, &mut part, progress)
+                .await;
             let progressed = part.offset() > before;
             match result {
                 Ok(etag) => break etag,
@@ -583,52 +707,36 @@ impl HubClient {
             return Ok(None);
         }
         let offset = part.offset();
-        let sent = self.send(Method::GET, url, (offset > 0).then_some(offset), what).await?;
+        let sent = self
+            .send(
+                Method::GET,
+                url,
+                (offset > 0).then_some((offset, None)),
+                what,
+            )
+            .await?;
         let status = sent.resp.status();
         if !(status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE) {
             return Err(self.status_error(sent.resp, what, ctx).await);
         }
-        let commit = sent.first.get("x-repo-commit").and_then(|v| v.to_str().ok());
-        match commit {
-            None => {
-                return Err(AttemptError::fatal(self.protocol(format!("the response for {} has no X-Repo-Commit header (a proxy or captive portal?)", file.path))));
-            }
-            Some(c) if !c.eq_ignore_ascii_case(ctx.revision) => {
-                return Err(AttemptError::fatal(self.protocol(format!(
-                    "asked for commit {} but X-Repo-Commit says {:?}",
-                    ctx.revision,
-                    c.escape_debug().to_string()
-                ))));
-            }
-            Some(_) => {}
-        }
-        let etag = sent
-            .first
-            .get("x-linked-etag")
-            .or_else(|| sent.first.get(header::ETAG))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if let Some(etag) = &etag {
-            let parsed = ContentHash::from_etag(etag).map_err(|e| AttemptError::fatal(self.protocol(format!("bad ETag for {}: {e}", file.path))))?;
-            if parsed.hex() != file.hash.hex() {
-                return Err(AttemptError::fatal(self.protocol(format!(
-                    "the ETag of {} ({}) differs from the listing ({})",
-                    file.path,
-                    parsed.hex(),
-                    file.hash.hex()
-                ))));
-            }
-        }
+        let etag = self.check_metadata(&sent.first, ctx, file)?;
         let resp = sent.resp;
         match status {
             StatusCode::PARTIAL_CONTENT => {
-                let range = resp.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
+                let range = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range);
                 match range {
-                    Some((start, total)) if start == offset && total.is_none_or(|t| t == file.size) => {}
+                    Some((start, total))
+                        if start == offset && total.is_none_or(|t| t == file.size) => {}
                     other => {
                         tracing::warn!(file = %file.path, asked = offset, got = ?other, "server answered a different range; restarting the file");
                         part.restart()?;
-                        return Err(AttemptError::transient(self.protocol(format!("wrong Content-Range for {}", file.path))));
+                        return Err(AttemptError::transient(
+                            self.protocol(format!("wrong Content-Range for {}", file.path)),
+                        ));
                     }
                 }
             }
@@ -654,7 +762,11 @@ impl HubClient {
             let chunk = chunk.map_err(|e| {
                 AttemptError::transient(Error::Network {
                     what: what.to_string(),
-                    reason: format!("body cut short at byte {}: {}", part.offset(), describe_reqwest(&e)),
+                    reason: format!(
+                        "body cut short at byte {}: {}",
+                        part.offset(),
+                        describe_reqwest(&e)
+                    ),
                     attempts: 1,
                 })
             })?;
@@ -669,6 +781,193 @@ impl HubClient {
             }));
         }
         Ok(etag)
+    }
+}
+
+impl HubClient {
+    /// Checks the hub's metadata for a file: `X-Repo-Commit` present and equal to the commit
+    /// asked for, and an etag (if any) that is a hash equal to the listing's. Returns the etag.
+    fn check_metadata(
+        &self,
+        first: &HeaderMap,
+        ctx: Ctx<'_>,
+        file: &RemoteFile,
+    ) -> Result<Option<String>, AttemptError> {
+        let commit = first.get("x-repo-commit").and_then(|v| v.to_str().ok());
+        match commit {
+            None => {
+                return Err(AttemptError::fatal(self.protocol(format!(
+                    "the response for {} has no X-Repo-Commit header (a proxy or captive portal?)",
+                    file.path
+                ))));
+            }
+            Some(c) if !c.eq_ignore_ascii_case(ctx.revision) => {
+                return Err(AttemptError::fatal(self.protocol(format!(
+                    "asked for commit {} but X-Repo-Commit says {:?}",
+                    ctx.revision,
+                    c.escape_debug().to_string()
+                ))));
+            }
+            Some(_) => {}
+        }
+        let etag = first
+            .get("x-linked-etag")
+            .or_else(|| first.get(header::ETAG))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(etag) = &etag {
+            let parsed = ContentHash::from_etag(etag).map_err(|e| {
+                AttemptError::fatal(self.protocol(format!("bad ETag for {}: {e}", file.path)))
+            })?;
+            if parsed.hex() != file.hash.hex() {
+                return Err(AttemptError::fatal(self.protocol(format!(
+                    "the ETag of {} ({}) differs from the listing ({})",
+                    file.path,
+                    parsed.hex(),
+                    file.hash.hex()
+                ))));
+            }
+        }
+        Ok(etag)
+    }
+
+    /// Downloads one large file as byte ranges over several connections at once, each range
+    /// retried and resumed on its own, then verifies the whole file and renames it.
+    pub(crate) async fn download_ranged(
+        &self,
+        repo: &str,
+        commit: &str,
+        file: &RemoteFile,
+        part: RangedPart,
+        plan: &RangeParallel,
+        progress: &dyn crate::Progress,
+    ) -> Result<Option<String>> {
+        let url = self.resolve_url(repo, commit, &file.path);
+        let ctx = Ctx {
+            repo,
+            revision: commit,
+            path: Some(&file.path),
+        };
+        let chunk = plan.chunk_size.max(1);
+        let ranges: Vec<(u64, u64)> = (0..file.size.div_ceil(chunk))
+            .map(|i| (i * chunk, ((i + 1) * chunk).min(file.size) - 1))
+            .collect();
+        tracing::info!(file = %file.path, ranges = ranges.len(), connections = plan.connections, "range-parallel download");
+        progress.file_started(&file.path, file.size, 0);
+        let results: Vec<Result<Option<String>>> = futures_util::stream::iter(ranges)
+            .map(|(a, b)| self.fetch_range(&url, ctx, file, &part, a, b, progress))
+            .buffer_unordered(plan.connections.max(1))
+            .collect()
+            .await;
+        let mut etag = None;
+        for r in results {
+            match r {
+                Ok(e) => etag = etag.or(e),
+                Err(e) => {
+                    part.discard();
+                    progress.file_failed(&file.path);
+                    return Err(e);
+                }
+            }
+        }
+        let done = part.finish();
+        if done.is_err() {
+            progress.file_failed(&file.path);
+        }
+        done?;
+        progress.file_done(&file.path);
+        Ok(etag)
+    }
+
+    #[allow(clippy::too_many_arguments)] // Reason: one range of one file; all are needed.
+    async fn fetch_range(
+        &self,
+        url: &str,
+        ctx: Ctx<'_>,
+        file: &RemoteFile,
+        part: &RangedPart,
+        start: u64,
+        end: u64,
+        progress: &dyn crate::Progress,
+    ) -> Result<Option<String>> {
+        let what = format!("download {} bytes {start}-{end}", file.path);
+        let mut retrier = Retrier::new(&self.config.retry);
+        let mut at = start;
+        loop {
+            let before = at;
+            let attempt = async {
+                let sent = self
+                    .send(Method::GET, url, Some((at, Some(end))), &what)
+                    .await?;
+                let status = sent.resp.status();
+                if !status.is_success() {
+                    return Err(self.status_error(sent.resp, &what, ctx).await);
+                }
+                let etag = self.check_metadata(&sent.first, ctx, file)?;
+                let range = sent
+                    .resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range);
+                if status != StatusCode::PARTIAL_CONTENT || range.is_none_or(|(s, _)| s != at) {
+                    return Err(AttemptError::fatal(self.protocol(format!(
+                        "the server does not honour Range requests for {} (status {status}); pull without range-parallel downloads",
+                        file.path
+                    ))));
+                }
+                let mut stream = sent.resp.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        AttemptError::transient(Error::Network {
+                            what: what.clone(),
+                            reason: describe_reqwest(&e),
+                            attempts: 1,
+                        })
+                    })?;
+                    let take = chunk.len().min((end + 1 - at) as usize);
+                    part.write_at(at, &chunk[..take])?;
+                    at += take as u64;
+                    progress.bytes(&file.path, take as u64);
+                    if at > end {
+                        break;
+                    }
+                }
+                if at <= end {
+                    return Err(AttemptError::transient(Error::Network {
+                        what: what.clone(),
+                        reason: format!("range ended at byte {at} of {start}-{end}"),
+                        attempts: 1,
+                    }));
+                }
+                Ok(etag)
+            };
+            match attempt.await {
+                Ok(etag) => return Ok(etag),
+                Err(e) => retrier.after(&what, e, at > before).await?,
+            }
+        }
+    }
+}
+
+/// Settings of range-parallel downloads (off unless given in [`PullOptions`](crate::PullOptions)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeParallel {
+    /// Files at least this large are fetched in ranges.
+    pub min_size: u64,
+    /// Bytes per range.
+    pub chunk_size: u64,
+    /// Ranges in flight at once.
+    pub connections: usize,
+}
+
+impl Default for RangeParallel {
+    fn default() -> Self {
+        Self {
+            min_size: 64 << 20,
+            chunk_size: 16 << 20,
+            connections: 4,
+        }
     }
 }
 
@@ -687,7 +986,13 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
         for part in value.split(',') {
             let (target, params) = part.split_once(';')?;
             if params.contains("rel=\"next\"") || params.contains("rel=next") {
-                return Some(target.trim().trim_start_matches('<').trim_end_matches('>').to_string());
+                return Some(
+                    target
+                        .trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string(),
+                );
             }
         }
     }

@@ -29,7 +29,9 @@ pub enum Error {
         reason: String,
     },
     /// The endpoint URL is malformed.
-    #[error("invalid hub endpoint {endpoint:?}: {reason}; set HF_ENDPOINT to a URL such as https://huggingface.co")]
+    #[error(
+        "invalid hub endpoint {endpoint:?}: {reason}; set HF_ENDPOINT to a URL such as https://huggingface.co"
+    )]
     InvalidEndpoint {
         /// The endpoint given.
         endpoint: String,
@@ -107,7 +109,9 @@ pub enum Error {
         request_id: Option<String>,
     },
     /// The network failed (after retries).
-    #[error("{what}: {reason} (gave up after {attempts} attempts); check connectivity, HF_ENDPOINT and proxies")]
+    #[error(
+        "{what}: {reason} (gave up after {attempts} attempts); check connectivity, HF_ENDPOINT and proxies"
+    )]
     Network {
         /// What was requested.
         what: String,
@@ -118,7 +122,9 @@ pub enum Error {
     },
     /// The server answered something a Hub never would (missing `X-Repo-Commit`, a hostile
     /// path or etag, a commit that is not 40 hex digits, an unparsable listing).
-    #[error("the server at {endpoint} does not behave like a Hugging Face Hub: {reason}; check HF_ENDPOINT and any proxy in between")]
+    #[error(
+        "the server at {endpoint} does not behave like a Hugging Face Hub: {reason}; check HF_ENDPOINT and any proxy in between"
+    )]
     Protocol {
         /// The endpoint.
         endpoint: String,
@@ -126,7 +132,9 @@ pub enum Error {
         reason: String,
     },
     /// Offline mode, and the cache lacks something.
-    #[error("offline mode (HF_HUB_OFFLINE / --offline): {reason}; run `spice-hf pull {model}` with network access first")]
+    #[error(
+        "offline mode (HF_HUB_OFFLINE / --offline): {reason}; run `spice-hf pull {model}` with network access first"
+    )]
     Offline {
         /// The model reference.
         model: String,

@@ -26,11 +26,11 @@ mod model_ref;
 mod pull;
 mod retry;
 mod select;
-mod token;
 #[cfg(test)]
 mod tests;
+mod token;
 
-pub use client::{DEFAULT_ENDPOINT, HubClient, HubConfig, RemoteFile};
+pub use client::{DEFAULT_ENDPOINT, HubClient, HubConfig, RangeParallel, RemoteFile};
 pub use error::Error;
 pub use model_ref::{ModelRef, is_commit, validate_revision};
 pub use pull::{NoProgress, Progress, PullOptions, PullReport, PulledFile, PulledState};

@@ -6,9 +6,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use spice_hf_cache::{Cache, FileState, Manifest, ManifestEntry, PartFile, RevisionDir};
+use spice_hf_cache::{
+    Cache, FileState, Manifest, ManifestEntry, PartFile, RangedPart, RevisionDir,
+};
 
-use crate::{Error, HubClient, ModelRef, RemoteFile, Result, Selection};
+use crate::{Error, HubClient, ModelRef, RangeParallel, RemoteFile, Result, Selection};
 
 /// Hooks for progress display (the CLI draws bars with them). All have empty defaults.
 pub trait Progress: Send + Sync {
@@ -35,6 +37,8 @@ pub struct PullOptions {
     pub selection: Selection,
     /// Longest wait for another process's lock on the revision (forever when `None`).
     pub lock_timeout: Option<Duration>,
+    /// Fetch large files as parallel byte ranges (off when `None`).
+    pub range_parallel: Option<RangeParallel>,
 }
 
 /// How a file ended up in the cache.
@@ -88,13 +92,19 @@ impl HubClient {
         progress: &dyn Progress,
     ) -> Result<PullReport> {
         let rev_dir = cache.revision(model.repo(), model.revision())?;
-        if let Some(report) = self.from_cache(&rev_dir, model, opts)? {
+        if let Some(report) = self.cached_pull(&rev_dir, model, opts)? {
             return Ok(report);
         }
         let commit = self.resolve_commit(model.repo(), model.revision()).await?;
         let listing = self.list_files(model.repo(), &commit).await?;
-        let selected: Vec<&str> = opts.selection.apply(listing.iter().map(|f| f.path.as_str()))?;
-        let wanted: Vec<RemoteFile> = listing.iter().filter(|f| selected.contains(&f.path.as_str())).cloned().collect();
+        let selected: Vec<&str> = opts
+            .selection
+            .apply(listing.iter().map(|f| f.path.as_str()))?;
+        let wanted: Vec<RemoteFile> = listing
+            .iter()
+            .filter(|f| selected.contains(&f.path.as_str()))
+            .cloned()
+            .collect();
         for f in &wanted {
             rev_dir.file_path(&f.path)?;
         }
@@ -111,7 +121,10 @@ impl HubClient {
             Some(m) if m.commit == commit => m,
             Some(mut old) => {
                 tracing::warn!(model = %model, from = %old.commit, to = %commit, "the revision moved to a new commit; changed files will be fetched again");
-                let tree: std::collections::BTreeMap<_, _> = listing.iter().map(|f| (f.path.clone(), f.hash.clone())).collect();
+                let tree: std::collections::BTreeMap<_, _> = listing
+                    .iter()
+                    .map(|f| (f.path.clone(), f.hash.clone()))
+                    .collect();
                 old.files.retain(|p, e| tree.get(p) == Some(&e.hash));
                 old.commit = commit.clone();
                 old
@@ -120,7 +133,16 @@ impl HubClient {
         };
         manifest.tree = listing
             .iter()
-            .map(|f| (f.path.clone(), ManifestEntry { size: f.size, hash: f.hash.clone(), etag: None }))
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    ManifestEntry {
+                        size: f.size,
+                        hash: f.hash.clone(),
+                        etag: None,
+                    },
+                )
+            })
             .collect();
 
         let mut files = Vec::new();
@@ -129,8 +151,16 @@ impl HubClient {
         for f in &wanted {
             let state = rev_dir.state(&f.path, &f.expected(), &mut manifest)?;
             match state {
-                FileState::Cached => files.push(PulledFile { path: f.path.clone(), size: f.size, state: PulledState::Cached }),
-                FileState::Adopted => files.push(PulledFile { path: f.path.clone(), size: f.size, state: PulledState::Adopted }),
+                FileState::Cached => files.push(PulledFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    state: PulledState::Cached,
+                }),
+                FileState::Adopted => files.push(PulledFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    state: PulledState::Adopted,
+                }),
                 FileState::Missing { partial } => {
                     needed += f.size - partial;
                     missing.push(f.clone());
@@ -144,7 +174,16 @@ impl HubClient {
 
         let manifest = Mutex::new(manifest);
         let results: Vec<Result<PulledFile>> = futures_util::stream::iter(missing.iter())
-            .map(|f| self.fetch_one(&rev_dir, &commit, f, &manifest, progress))
+            .map(|f| {
+                self.fetch_one(
+                    &rev_dir,
+                    &commit,
+                    f,
+                    &manifest,
+                    opts.range_parallel.as_ref(),
+                    progress,
+                )
+            })
             .buffer_unordered(self.config().max_parallel.max(1))
             .collect()
             .await;
@@ -181,46 +220,95 @@ impl HubClient {
         commit: &str,
         f: &RemoteFile,
         manifest: &Mutex<Manifest>,
+        ranged: Option<&RangeParallel>,
         progress: &dyn Progress,
     ) -> Result<PulledFile> {
         let target = rev_dir.file_path(&f.path)?;
-        let part = PartFile::open(&target, f.expected())?;
-        let etag = self.download(rev_dir.repo(), commit, f, part, progress).await?;
+        let has_part =
+            std::fs::metadata(spice_hf_cache::part_path(&target)).is_ok_and(|m| m.len() > 0);
+        let etag = match ranged {
+            // A sequential .part left by a crash is cheaper to resume than to refetch in ranges.
+            Some(plan) if f.size >= plan.min_size && f.size > 0 && !has_part => {
+                let part = RangedPart::create(&target, f.expected())?;
+                self.download_ranged(rev_dir.repo(), commit, f, part, plan, progress)
+                    .await?
+            }
+            _ => {
+                let part = PartFile::open(&target, f.expected())?;
+                self.download(rev_dir.repo(), commit, f, part, progress)
+                    .await?
+            }
+        };
         let mut m = manifest.lock().unwrap_or_else(|p| p.into_inner());
-        m.files.insert(f.path.clone(), ManifestEntry { size: f.size, hash: f.hash.clone(), etag });
+        m.files.insert(
+            f.path.clone(),
+            ManifestEntry {
+                size: f.size,
+                hash: f.hash.clone(),
+                etag,
+            },
+        );
         rev_dir.save_manifest(&m)?;
-        Ok(PulledFile { path: f.path.clone(), size: f.size, state: PulledState::Downloaded })
+        Ok(PulledFile {
+            path: f.path.clone(),
+            size: f.size,
+            state: PulledState::Downloaded,
+        })
     }
 
     /// Serves a pull from the cache alone when it may: offline mode, or a pinned commit whose
     /// selected files are all present. `Ok(None)` means the network is needed.
-    fn from_cache(&self, rev_dir: &RevisionDir, model: &ModelRef, opts: &PullOptions) -> Result<Option<PullReport>> {
+    fn cached_pull(
+        &self,
+        rev_dir: &RevisionDir,
+        model: &ModelRef,
+        opts: &PullOptions,
+    ) -> Result<Option<PullReport>> {
         let offline = self.config().offline;
         if !offline && !model.is_pinned() {
             return Ok(None);
         }
-        let offline_err = |reason: String| Error::Offline { model: model.to_string(), reason };
+        let offline_err = |reason: String| Error::Offline {
+            model: model.to_string(),
+            reason,
+        };
         let manifest = match rev_dir.manifest()? {
             Some(m) if !m.tree.is_empty() => m,
-            _ if offline => return Err(offline_err(format!("{model} is not in the cache ({})", rev_dir.path().display()))),
+            _ if offline => {
+                return Err(offline_err(format!(
+                    "{model} is not in the cache ({})",
+                    rev_dir.path().display()
+                )));
+            }
             _ => return Ok(None),
         };
         if !offline && !manifest.commit.eq_ignore_ascii_case(model.revision()) {
             return Ok(None);
         }
-        let selected = opts.selection.apply(manifest.tree.keys().map(String::as_str))?;
+        let selected = opts
+            .selection
+            .apply(manifest.tree.keys().map(String::as_str))?;
         let mut files = Vec::new();
         for path in selected {
             let entry = &manifest.tree[path];
-            let present = manifest.files.get(path).is_some_and(|m| m.hash == entry.hash)
+            let present = manifest
+                .files
+                .get(path)
+                .is_some_and(|m| m.hash == entry.hash)
                 && std::fs::metadata(rev_dir.file_path(path)?).is_ok_and(|m| m.len() == entry.size);
             if !present {
                 if offline {
-                    return Err(offline_err(format!("file {path:?} of {model} is not in the cache")));
+                    return Err(offline_err(format!(
+                        "file {path:?} of {model} is not in the cache"
+                    )));
                 }
                 return Ok(None);
             }
-            files.push(PulledFile { path: path.to_string(), size: entry.size, state: PulledState::Cached });
+            files.push(PulledFile {
+                path: path.to_string(),
+                size: entry.size,
+                state: PulledState::Cached,
+            });
         }
         tracing::info!(model = %model, commit = %manifest.commit, "served from the cache without network access");
         Ok(Some(PullReport {

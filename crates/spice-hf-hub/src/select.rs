@@ -24,16 +24,22 @@ fn globset(globs: &[String]) -> Result<Option<GlobSet>> {
     for g in globs {
         b.add(Glob::new(g).map_err(|e| Error::Selection(format!("bad glob {g:?}: {e}")))?);
     }
-    b.build().map(Some).map_err(|e| Error::Selection(e.to_string()))
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Selection(e.to_string()))
 }
 
 /// Whether a `.gguf` file name carries quantization `quant` (a `.`/`-`-separated token).
 pub fn gguf_quant_matches(path: &str, quant: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    let Some(stem) = name.strip_suffix(".gguf").or_else(|| name.strip_suffix(".GGUF")) else {
+    let Some(stem) = name
+        .strip_suffix(".gguf")
+        .or_else(|| name.strip_suffix(".GGUF"))
+    else {
         return false;
     };
-    stem.split(['.', '-']).any(|t| t.eq_ignore_ascii_case(quant))
+    stem.split(['.', '-'])
+        .any(|t| t.eq_ignore_ascii_case(quant))
 }
 
 impl Selection {
@@ -50,24 +56,35 @@ impl Selection {
             if include.as_ref().is_some_and(|s| !hit(s)) || exclude.as_ref().is_some_and(hit) {
                 continue;
             }
-            if let Some(q) = &self.quant {
-                if p.to_ascii_lowercase().ends_with(".gguf") && !gguf_quant_matches(p, q) {
-                    continue;
-                }
+            if let Some(q) = &self.quant
+                && p.to_ascii_lowercase().ends_with(".gguf")
+                && !gguf_quant_matches(p, q)
+            {
+                continue;
             }
             out.push(p);
         }
-        if let Some(q) = &self.quant {
-            if !out.iter().any(|p| gguf_quant_matches(p, q)) {
-                let ggufs: Vec<&str> = all.iter().copied().filter(|p| p.to_ascii_lowercase().ends_with(".gguf")).collect();
-                return Err(Error::Selection(format!(
-                    "no .gguf file with quantization {q:?}; available: {}",
-                    if ggufs.is_empty() { "none".to_string() } else { ggufs.join(", ") }
-                )));
-            }
+        if let Some(q) = &self.quant
+            && !out.iter().any(|p| gguf_quant_matches(p, q))
+        {
+            let ggufs: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|p| p.to_ascii_lowercase().ends_with(".gguf"))
+                .collect();
+            return Err(Error::Selection(format!(
+                "no .gguf file with quantization {q:?}; available: {}",
+                if ggufs.is_empty() {
+                    "none".to_string()
+                } else {
+                    ggufs.join(", ")
+                }
+            )));
         }
         if out.is_empty() && !all.is_empty() {
-            return Err(Error::Selection("the include/exclude globs select no file".into()));
+            return Err(Error::Selection(
+                "the include/exclude globs select no file".into(),
+            ));
         }
         Ok(out)
     }

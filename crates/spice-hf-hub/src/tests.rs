@@ -13,11 +13,23 @@ fn model_refs_valid() {
         ("org/name@", "org/name", "main"),
         ("org/name@latest", "org/name", "main"),
         ("hf:org/name@v1.0", "org/name", "v1.0"),
-        ("huggingface:org/name@dev_branch-2", "org/name", "dev_branch-2"),
-        ("huggingface.co/org/name@refs/pr/12", "org/name", "refs/pr/12"),
+        (
+            "huggingface:org/name@dev_branch-2",
+            "org/name",
+            "dev_branch-2",
+        ),
+        (
+            "huggingface.co/org/name@refs/pr/12",
+            "org/name",
+            "refs/pr/12",
+        ),
         ("hf:huggingface.co/gpt2", "gpt2", "main"),
         ("https://huggingface.co/Org/N.a-m_e", "Org/N.a-m_e", "main"),
-        ("org/name@refs/convert/parquet", "org/name", "refs/convert/parquet"),
+        (
+            "org/name@refs/convert/parquet",
+            "org/name",
+            "refs/convert/parquet",
+        ),
     ];
     for (input, repo, rev) in table {
         let r = ModelRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -53,7 +65,10 @@ fn model_refs_invalid_name_the_problem() {
 }
 
 fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     move |k| map.get(k).cloned()
 }
 
@@ -76,22 +91,50 @@ fn token_resolution_order() {
         ("HOME", home.display().to_string()),
     ];
     let pick = |explicit: Option<&str>, n: usize| {
-        resolve_token(explicit, env_of(&all[n..])).unwrap().map(|(t, s)| (t.expose_secret().to_string(), s))
+        resolve_token(explicit, env_of(&all[n..]))
+            .unwrap()
+            .map(|(t, s)| (t.expose_secret().to_string(), s))
     };
-    assert_eq!(pick(Some(" hf_explicit "), 0).unwrap(), ("hf_explicit".into(), TokenSource::Explicit));
-    assert_eq!(pick(None, 0).unwrap(), ("hf_from_env".into(), TokenSource::EnvVar));
-    assert_eq!(pick(None, 1).unwrap(), ("hf_from_path".into(), TokenSource::TokenPath(path_file.clone())));
-    assert_eq!(pick(None, 2).unwrap(), ("hf_from_home".into(), TokenSource::HfHome(hf_home.join("token"))));
+    assert_eq!(
+        pick(Some(" hf_explicit "), 0).unwrap(),
+        ("hf_explicit".into(), TokenSource::Explicit)
+    );
+    assert_eq!(
+        pick(None, 0).unwrap(),
+        ("hf_from_env".into(), TokenSource::EnvVar)
+    );
+    assert_eq!(
+        pick(None, 1).unwrap(),
+        (
+            "hf_from_path".into(),
+            TokenSource::TokenPath(path_file.clone())
+        )
+    );
+    assert_eq!(
+        pick(None, 2).unwrap(),
+        (
+            "hf_from_home".into(),
+            TokenSource::HfHome(hf_home.join("token"))
+        )
+    );
     assert_eq!(pick(None, 3).unwrap().0, "hf_from_default");
     assert_eq!(pick(None, 4), None);
 
     let mut disabled = all.to_vec();
     disabled.push(("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1".into()));
     assert!(resolve_token(None, env_of(&disabled)).unwrap().is_none());
-    assert!(resolve_token(Some("hf_x"), env_of(&disabled)).unwrap().is_some());
+    assert!(
+        resolve_token(Some("hf_x"), env_of(&disabled))
+            .unwrap()
+            .is_some()
+    );
     let mut not_disabled = all.to_vec();
     not_disabled.push(("HF_HUB_DISABLE_IMPLICIT_TOKEN", "0".into()));
-    assert!(resolve_token(None, env_of(&not_disabled)).unwrap().is_some());
+    assert!(
+        resolve_token(None, env_of(&not_disabled))
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -99,7 +142,9 @@ fn token_never_printed() {
     let t = HfToken::new("hf_supersecretvalue").unwrap();
     assert_eq!(format!("{t}"), "hf_***");
     assert_eq!(format!("{t:?}"), "hf_***");
-    let bad = resolve_token(None, env_of(&[("HF_TOKEN", "hf_bad value".into())])).unwrap_err().to_string();
+    let bad = resolve_token(None, env_of(&[("HF_TOKEN", "hf_bad value".into())]))
+        .unwrap_err()
+        .to_string();
     assert!(bad.contains("HF_TOKEN") && !bad.contains("hf_bad"), "{bad}");
 }
 
@@ -115,11 +160,21 @@ fn retry_schedules_are_capped_and_counted() {
     };
     let exp: Vec<u128> = p.delays().map(|d| d.as_millis()).collect();
     assert_eq!(exp, vec![100, 200, 400, 500, 500]);
-    let fib: Vec<u128> = RetryPolicy { schedule: Schedule::Fibonacci, ..p.clone() }.delays().map(|d| d.as_millis()).collect();
+    let fib: Vec<u128> = RetryPolicy {
+        schedule: Schedule::Fibonacci,
+        ..p.clone()
+    }
+    .delays()
+    .map(|d| d.as_millis())
+    .collect();
     assert_eq!(fib, vec![100, 100, 200, 300, 500]);
     let jittered: Vec<Duration> = RetryPolicy { jitter: true, ..p }.delays().collect();
     assert_eq!(jittered.len(), 5);
-    assert!(jittered.iter().all(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_millis(1000)));
+    assert!(
+        jittered
+            .iter()
+            .all(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_millis(1000))
+    );
 }
 
 #[test]
@@ -127,7 +182,10 @@ fn retry_after_forms() {
     assert_eq!(retry::parse_retry_after("3"), Some(Duration::from_secs(3)));
     let later = std::time::SystemTime::now() + Duration::from_secs(120);
     let d = retry::parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-    assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+    assert!(
+        d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+        "{d:?}"
+    );
     assert_eq!(retry::parse_retry_after("soon"), None);
 }
 
@@ -151,10 +209,22 @@ fn selection_globs_and_quant() {
         .apply(files)
     };
     assert_eq!(sel(&[], &[], None).unwrap().len(), 7);
-    assert_eq!(sel(&["*.json", "*.safetensors"], &[], None).unwrap(), vec!["config.json", "model.safetensors"]);
-    assert_eq!(sel(&[], &["*.gguf", "onnx/*"], None).unwrap(), vec!["config.json", "README.md", "model.safetensors"]);
-    assert_eq!(sel(&["*.gguf"], &[], Some("q4_1")).unwrap(), vec!["SmolLM2-135M-Instruct.Q4_1.gguf"]);
-    assert_eq!(sel(&["*.gguf"], &[], Some("Q4_K_M")).unwrap(), vec!["SmolLM2-135M-Instruct.Q4_K_M.gguf"]);
+    assert_eq!(
+        sel(&["*.json", "*.safetensors"], &[], None).unwrap(),
+        vec!["config.json", "model.safetensors"]
+    );
+    assert_eq!(
+        sel(&[], &["*.gguf", "onnx/*"], None).unwrap(),
+        vec!["config.json", "README.md", "model.safetensors"]
+    );
+    assert_eq!(
+        sel(&["*.gguf"], &[], Some("q4_1")).unwrap(),
+        vec!["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    );
+    assert_eq!(
+        sel(&["*.gguf"], &[], Some("Q4_K_M")).unwrap(),
+        vec!["SmolLM2-135M-Instruct.Q4_K_M.gguf"]
+    );
     let err = sel(&[], &[], Some("q8_0")).unwrap_err().to_string();
     assert!(err.contains("q8_0") && err.contains("Q4_1.gguf"), "{err}");
     assert!(sel(&["*.bin"], &[], None).is_err());

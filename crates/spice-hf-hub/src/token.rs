@@ -81,7 +81,12 @@ impl fmt::Display for TokenSource {
 
 /// Whether an environment value means "on" (`1`, `ON`, `YES`, `TRUE`, any case).
 pub fn env_truthy(value: Option<&str>) -> bool {
-    value.is_some_and(|v| matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
+    value.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_uppercase().as_str(),
+            "1" | "ON" | "YES" | "TRUE"
+        )
+    })
 }
 
 /// Resolves the token from the explicit value and the environment (`env` looks a variable up;

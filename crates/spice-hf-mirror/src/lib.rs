@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub use repo::{AccessConfig, Commit, MirrorFile, Repo, RepoAccess, Source, Visibility, is_lfs_name, load_dir};
+pub use repo::{
+    AccessConfig, Commit, MirrorFile, Repo, RepoAccess, Source, Visibility, is_lfs_name, load_dir,
+};
 pub use server::MirrorState;
 
 /// Errors of the mirror.
@@ -94,17 +96,30 @@ impl Mirror {
     /// Adds (or replaces) a repository; its tokens become valid tokens.
     pub fn add_repo(&self, repo: Repo) {
         self.add_valid_tokens(repo.tokens.iter().cloned());
-        self.state.repos.write().unwrap_or_else(|p| p.into_inner()).insert(repo.id.clone(), repo);
+        self.state
+            .repos
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo.id.clone(), repo);
     }
 
     /// Marks tokens as valid (known users), without access to restricted repositories.
     pub fn add_valid_tokens(&self, tokens: impl IntoIterator<Item = String>) {
-        self.state.valid_tokens.write().unwrap_or_else(|p| p.into_inner()).extend(tokens);
+        self.state
+            .valid_tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tokens);
     }
 
     /// Changes a repository in place (move a branch, add a commit) while serving.
     pub fn update_repo<T>(&self, id: &str, f: impl FnOnce(&mut Repo) -> T) -> Option<T> {
-        self.state.repos.write().unwrap_or_else(|p| p.into_inner()).get_mut(id).map(f)
+        self.state
+            .repos
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+            .map(f)
     }
 
     /// Entries per tree page (default 1000).
@@ -119,7 +134,11 @@ impl Mirror {
 
     /// The base URL written into 302 `Location`s (the CDN listener's public address).
     pub fn set_cdn_base(&self, url: &str) {
-        *self.state.cdn_base.write().unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
+        *self
+            .state
+            .cdn_base
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
     }
 
     /// How many requests reached the CDN listener with an `Authorization` header.
@@ -141,10 +160,24 @@ impl Mirror {
     /// port of the same IP when `None`), and serves both in the background. When the hub is
     /// on 127.0.0.1, the CDN is addressed as `localhost`, so clients see a different host as
     /// well as a different port.
-    pub async fn spawn(self, hub_addr: SocketAddr, cdn_addr: Option<SocketAddr>) -> Result<RunningMirror> {
-        let hub_l = tokio::net::TcpListener::bind(hub_addr).await.map_err(|e| Error::Bind { addr: hub_addr, source: e })?;
+    pub async fn spawn(
+        self,
+        hub_addr: SocketAddr,
+        cdn_addr: Option<SocketAddr>,
+    ) -> Result<RunningMirror> {
+        let hub_l = tokio::net::TcpListener::bind(hub_addr)
+            .await
+            .map_err(|e| Error::Bind {
+                addr: hub_addr,
+                source: e,
+            })?;
         let cdn_addr = cdn_addr.unwrap_or(SocketAddr::new(hub_addr.ip(), 0));
-        let cdn_l = tokio::net::TcpListener::bind(cdn_addr).await.map_err(|e| Error::Bind { addr: cdn_addr, source: e })?;
+        let cdn_l = tokio::net::TcpListener::bind(cdn_addr)
+            .await
+            .map_err(|e| Error::Bind {
+                addr: cdn_addr,
+                source: e,
+            })?;
         let (hub_router, cdn_router) = (self.hub_router(), self.cdn_router());
         self.spawn_on(hub_l, cdn_l, hub_router, cdn_router)
     }
@@ -158,14 +191,23 @@ impl Mirror {
         cdn_router: axum::Router,
     ) -> Result<RunningMirror> {
         let local = |l: &tokio::net::TcpListener| {
-            l.local_addr().map_err(|e| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source: e })
+            l.local_addr().map_err(|e| Error::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source: e,
+            })
         };
         let (hub_addr, cdn_addr) = (local(&hub)?, local(&cdn)?);
-        let cdn_host = if hub_addr.ip().is_loopback() && hub_addr.is_ipv4() { "localhost".to_string() } else { cdn_addr.ip().to_string() };
+        let cdn_host = if hub_addr.ip().is_loopback() && hub_addr.is_ipv4() {
+            "localhost".to_string()
+        } else {
+            cdn_addr.ip().to_string()
+        };
         let cdn_url = format!("http://{cdn_host}:{}", cdn_addr.port());
         self.set_cdn_base(&cdn_url);
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let serve = |l: tokio::net::TcpListener, r: axum::Router, mut rx: tokio::sync::watch::Receiver<bool>| {
+        let serve = |l: tokio::net::TcpListener,
+                     r: axum::Router,
+                     mut rx: tokio::sync::watch::Receiver<bool>| {
             tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = rx.wait_for(|v| *v).await;
@@ -175,7 +217,10 @@ impl Mirror {
                 }
             })
         };
-        let tasks = vec![serve(hub, hub_router, rx.clone()), serve(cdn, cdn_router, rx)];
+        let tasks = vec![
+            serve(hub, hub_router, rx.clone()),
+            serve(cdn, cdn_router, rx),
+        ];
         Ok(RunningMirror {
             mirror: self,
             hub_url: format!("http://{hub_addr}"),

@@ -102,7 +102,18 @@ impl MirrorFile {
 /// binaries, and anything of 10 MiB or more.
 pub fn is_lfs_name(path: &str, size: u64) -> bool {
     const EXT: [&str; 12] = [
-        "safetensors", "gguf", "bin", "pt", "pth", "ckpt", "onnx", "h5", "msgpack", "npz", "model", "zip",
+        "safetensors",
+        "gguf",
+        "bin",
+        "pt",
+        "pth",
+        "ckpt",
+        "onnx",
+        "h5",
+        "msgpack",
+        "npz",
+        "model",
+        "zip",
     ];
     let ext = path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
     size >= 10 * 1024 * 1024 || EXT.contains(&ext.as_str())
@@ -267,7 +278,9 @@ pub fn load_dir(dir: &Path, access: &AccessConfig) -> Result<Vec<Repo>> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -281,7 +294,9 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn has_regular_file(dir: &Path) -> Result<bool> {
-    Ok(read_dir_sorted(dir)?.iter().any(|p| p.is_file() && !file_name(p).starts_with('.')))
+    Ok(read_dir_sorted(dir)?
+        .iter()
+        .any(|p| p.is_file() && !file_name(p).starts_with('.')))
 }
 
 fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, MirrorFile>) -> Result<()> {
@@ -290,7 +305,11 @@ fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, MirrorFile>) -> 
         if name.starts_with('.') {
             continue;
         }
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         if p.is_dir() {
             collect(&p, &rel, out)?;
         } else if p.is_file() {

@@ -48,7 +48,10 @@ impl Default for MirrorState {
 type Shared = Arc<MirrorState>;
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 fn decode(s: &str) -> String {
@@ -80,7 +83,8 @@ impl Answer {
         self
     }
     fn json(mut self, value: &serde_json::Value) -> Self {
-        self.headers.push(("content-type", "application/json".into()));
+        self.headers
+            .push(("content-type", "application/json".into()));
         self.body = Body::from(value.to_string());
         self
     }
@@ -93,13 +97,19 @@ impl Answer {
                 h.append(name, v);
             }
         }
-        h.insert("x-request-id", HeaderValue::from_str(&format!("mirror-{request_id}")).unwrap_or(HeaderValue::from_static("mirror")));
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&format!("mirror-{request_id}"))
+                .unwrap_or(HeaderValue::from_static("mirror")),
+        );
         resp
     }
 }
 
 fn hub_error(status: StatusCode, code: Option<&str>, message: &str) -> Answer {
-    let mut a = Answer::new(status).header("x-error-message", message).json(&json!({ "error": message }));
+    let mut a = Answer::new(status)
+        .header("x-error-message", message)
+        .json(&json!({ "error": message }));
     if let Some(code) = code {
         a = a.header("x-error-code", code);
     }
@@ -132,7 +142,9 @@ pub(crate) async fn hub(State(st): State<Shared>, req: Request) -> Response {
         })
         .unwrap_or_default();
     let headers = req.headers().clone();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
     let answer = route(&st, &method, &path, &query, &headers, &body, &host);
     answer.finish(id)
 }
@@ -159,7 +171,10 @@ fn split_repo<'a>(st: &MirrorState, segments: &'a [&'a str]) -> Option<(String, 
     match segments.len() {
         0 => None,
         1 => Some((one, &segments[1..])),
-        _ => Some((format!("{}/{}", decode(segments[0]), decode(segments[1])), &segments[2..])),
+        _ => Some((
+            format!("{}/{}", decode(segments[0]), decode(segments[1])),
+            &segments[2..],
+        )),
     }
 }
 
@@ -196,9 +211,17 @@ fn route(
     if !(pos == 1 || pos == 2) || segments.len() < pos + 3 {
         return not_found("route");
     }
-    let repo_id = segments[..pos].iter().map(|s| decode(s)).collect::<Vec<_>>().join("/");
+    let repo_id = segments[..pos]
+        .iter()
+        .map(|s| decode(s))
+        .collect::<Vec<_>>()
+        .join("/");
     let rev = decode(segments[pos + 1]);
-    let file_path = segments[pos + 2..].iter().map(|s| decode(s)).collect::<Vec<_>>().join("/");
+    let file_path = segments[pos + 2..]
+        .iter()
+        .map(|s| decode(s))
+        .collect::<Vec<_>>()
+        .join("/");
     if !matches!(*method, Method::GET | Method::HEAD) {
         return hub_error(StatusCode::METHOD_NOT_ALLOWED, None, "only GET and HEAD");
     }
@@ -206,17 +229,34 @@ fn route(
 }
 
 /// Looks the repository up and checks the token; `Err` is the answer to give.
-fn with_repo<T>(st: &MirrorState, repo_id: &str, headers: &HeaderMap, f: impl FnOnce(&Repo) -> T) -> Result<T, Answer> {
+fn with_repo<T>(
+    st: &MirrorState,
+    repo_id: &str,
+    headers: &HeaderMap,
+    f: impl FnOnce(&Repo) -> T,
+) -> Result<T, Answer> {
     let token = bearer(headers);
     if let Some(t) = &token {
-        let valid = st.valid_tokens.read().unwrap_or_else(|p| p.into_inner()).contains(t);
+        let valid = st
+            .valid_tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(t);
         if !valid {
-            return Err(hub_error(StatusCode::UNAUTHORIZED, None, "Invalid credentials in Authorization header"));
+            return Err(hub_error(
+                StatusCode::UNAUTHORIZED,
+                None,
+                "Invalid credentials in Authorization header",
+            ));
         }
     }
     let repos = st.repos.read().unwrap_or_else(|p| p.into_inner());
     let missing = || {
-        let status = if token.is_none() { StatusCode::UNAUTHORIZED } else { StatusCode::NOT_FOUND };
+        let status = if token.is_none() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::NOT_FOUND
+        };
         hub_error(status, Some("RepoNotFound"), "Repository not found")
     };
     let Some(repo) = repos.get(repo_id) else {
@@ -230,14 +270,18 @@ fn with_repo<T>(st: &MirrorState, repo_id: &str, headers: &HeaderMap, f: impl Fn
             return Err(hub_error(
                 StatusCode::UNAUTHORIZED,
                 Some("GatedRepo"),
-                &format!("Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it. Please log in."),
+                &format!(
+                    "Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it. Please log in."
+                ),
             ));
         }
         Visibility::Gated if !allowed => {
             return Err(hub_error(
                 StatusCode::FORBIDDEN,
                 Some("GatedRepo"),
-                &format!("Access to model {repo_id} is restricted and you are not in the authorized list."),
+                &format!(
+                    "Access to model {repo_id} is restricted and you are not in the authorized list."
+                ),
             ));
         }
         _ => {}
@@ -246,7 +290,11 @@ fn with_repo<T>(st: &MirrorState, repo_id: &str, headers: &HeaderMap, f: impl Fn
 }
 
 fn revision_not_found(rev: &str) -> Answer {
-    hub_error(StatusCode::NOT_FOUND, Some("RevisionNotFound"), &format!("Invalid rev id: {rev}"))
+    hub_error(
+        StatusCode::NOT_FOUND,
+        Some("RevisionNotFound"),
+        &format!("Invalid rev id: {rev}"),
+    )
 }
 
 #[allow(clippy::too_many_arguments)] // Reason: one routing function's inputs, passed through once.
@@ -264,7 +312,11 @@ fn api(
         let kind = rest.first().copied().unwrap_or("");
         match (kind, rest.len()) {
             ("" | "revision", _) => {
-                let rev = if kind.is_empty() { "main".to_string() } else { decode(rest.get(1).copied().unwrap_or("main")) };
+                let rev = if kind.is_empty() {
+                    "main".to_string()
+                } else {
+                    decode(rest.get(1).copied().unwrap_or("main"))
+                };
                 match repo.resolve(&rev) {
                     Some(c) => Answer::new(StatusCode::OK).json(&repo_info(repo, c)),
                     None => revision_not_found(&rev),
@@ -272,7 +324,11 @@ fn api(
             }
             ("tree", n) if n >= 2 => {
                 let rev = decode(rest[1]);
-                let prefix = rest[2..].iter().map(|s| decode(s)).collect::<Vec<_>>().join("/");
+                let prefix = rest[2..]
+                    .iter()
+                    .map(|s| decode(s))
+                    .collect::<Vec<_>>()
+                    .join("/");
                 match repo.resolve(&rev) {
                     Some(c) => tree(st, repo_id, rest, c, &prefix, query, host),
                     None => revision_not_found(&rev),
@@ -283,7 +339,10 @@ fn api(
                 match repo.resolve(&rev) {
                     Some(c) => {
                         let paths = paths_from_body(body);
-                        let entries: Vec<_> = paths.iter().filter_map(|p| c.files.get(p).map(|f| file_entry(p, f))).collect();
+                        let entries: Vec<_> = paths
+                            .iter()
+                            .filter_map(|p| c.files.get(p).map(|f| file_entry(p, f)))
+                            .collect();
                         Answer::new(StatusCode::OK).json(&serde_json::Value::Array(entries))
                     }
                     None => revision_not_found(&rev),
@@ -332,11 +391,17 @@ fn tree(
     query: &HashMap<String, String>,
     host: &str,
 ) -> Answer {
-    let recursive = query.get("recursive").is_some_and(|v| matches!(v.as_str(), "true" | "True" | "1"));
+    let recursive = query
+        .get("recursive")
+        .is_some_and(|v| matches!(v.as_str(), "true" | "True" | "1"));
     let mut entries = Vec::new();
     let mut dirs = BTreeMap::new();
     for (path, f) in &c.files {
-        let Some(below) = (if prefix.is_empty() { Some(path.as_str()) } else { path.strip_prefix(&format!("{prefix}/")) }) else {
+        let Some(below) = (if prefix.is_empty() {
+            Some(path.as_str())
+        } else {
+            path.strip_prefix(&format!("{prefix}/"))
+        }) else {
             continue;
         };
         // Directories on the way down.
@@ -346,7 +411,11 @@ fn tree(
                 break;
             }
             let dir = parts[..depth].join("/");
-            let full = if prefix.is_empty() { dir } else { format!("{prefix}/{dir}") };
+            let full = if prefix.is_empty() {
+                dir
+            } else {
+                format!("{prefix}/{dir}")
+            };
             dirs.entry(full).or_insert(());
         }
         if recursive || parts.len() == 1 {
@@ -360,15 +429,26 @@ fn tree(
     }
     entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
     if !prefix.is_empty() && entries.is_empty() {
-        return hub_error(StatusCode::NOT_FOUND, Some("EntryNotFound"), &format!("{prefix} does not exist on \"{}\"", c.id)).header("x-repo-commit", c.id.clone());
+        return hub_error(
+            StatusCode::NOT_FOUND,
+            Some("EntryNotFound"),
+            &format!("{prefix} does not exist on \"{}\"", c.id),
+        )
+        .header("x-repo-commit", c.id.clone());
     }
     let page = st.page_size.load(Ordering::Relaxed).max(1);
-    let start: usize = query.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let start: usize = query
+        .get("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let end = (start + page).min(entries.len());
     let slice = entries.get(start..end).unwrap_or(&[]).to_vec();
     let mut a = Answer::new(StatusCode::OK).json(&serde_json::Value::Array(slice));
     if end < entries.len() {
-        let mut next = format!("http://{host}/api/models/{repo_id}/{}?cursor={end}", rest.join("/"));
+        let mut next = format!(
+            "http://{host}/api/models/{repo_id}/{}?cursor={end}",
+            rest.join("/")
+        );
         if recursive {
             next.push_str("&recursive=true");
         }
@@ -379,7 +459,14 @@ fn tree(
 
 fn paths_from_body(body: &[u8]) -> Vec<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        return v["paths"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        return v["paths"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
     }
     String::from_utf8_lossy(body)
         .split('&')
@@ -402,14 +489,26 @@ fn refs(repo: &Repo) -> serde_json::Value {
     json!({ "branches": branches, "tags": [], "converts": [], "pullRequests": prs })
 }
 
-fn resolve(st: &MirrorState, method: &Method, repo_id: &str, rev: &str, file_path: &str, headers: &HeaderMap) -> Answer {
+fn resolve(
+    st: &MirrorState,
+    method: &Method,
+    repo_id: &str,
+    rev: &str,
+    file_path: &str,
+    headers: &HeaderMap,
+) -> Answer {
     let found = with_repo(st, repo_id, headers, |repo| {
         let Some(c) = repo.resolve(rev) else {
             return Err(revision_not_found(rev));
         };
         match c.files.get(file_path) {
             Some(f) => Ok((c.id.clone(), f.clone())),
-            None => Err(hub_error(StatusCode::NOT_FOUND, Some("EntryNotFound"), &format!("{file_path} does not exist on \"{rev}\"")).header("x-repo-commit", c.id.clone())),
+            None => Err(hub_error(
+                StatusCode::NOT_FOUND,
+                Some("EntryNotFound"),
+                &format!("{file_path} does not exist on \"{rev}\""),
+            )
+            .header("x-repo-commit", c.id.clone())),
         }
     });
     let (commit, file) = match found {
@@ -417,13 +516,21 @@ fn resolve(st: &MirrorState, method: &Method, repo_id: &str, rev: &str, file_pat
         Ok(Err(a)) | Err(a) => return a,
     };
     let etag = format!("\"{}\"", file.etag());
-    let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let inm = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     if inm.is_some_and(|v| v.trim_start_matches("W/") == etag) {
-        return Answer::new(StatusCode::NOT_MODIFIED).header("etag", etag).header("x-repo-commit", commit);
+        return Answer::new(StatusCode::NOT_MODIFIED)
+            .header("etag", etag)
+            .header("x-repo-commit", commit);
     }
     if let Some(sha) = &file.lfs_sha256 {
         let exp = now_secs() + st.cdn_ttl_secs.load(Ordering::Relaxed);
-        let base = st.cdn_base.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let base = st
+            .cdn_base
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let location = format!("{base}/blobs/{sha}?sig={}&exp={exp}", signature(sha, exp));
         let mut a = Answer::new(StatusCode::FOUND)
             .header("location", location)
@@ -461,7 +568,13 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()>
         (size.saturating_sub(n), size.saturating_sub(1))
     } else {
         let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() { size.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
+        };
         (start, end)
     };
     if start >= size || end < start {
@@ -474,7 +587,8 @@ fn serve_file(file: &MirrorFile, method: &Method, headers: &HeaderMap) -> Answer
     let size = file.size;
     let (status, start, len) = match parse_range(headers, size) {
         Err(()) => {
-            return Answer::new(StatusCode::RANGE_NOT_SATISFIABLE).header("content-range", format!("bytes */{size}"));
+            return Answer::new(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header("content-range", format!("bytes */{size}"));
         }
         Ok(None) => (StatusCode::OK, 0, size),
         Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
@@ -484,7 +598,10 @@ fn serve_file(file: &MirrorFile, method: &Method, headers: &HeaderMap) -> Answer
         .header("accept-ranges", "bytes")
         .header("content-type", "application/octet-stream");
     if status == StatusCode::PARTIAL_CONTENT {
-        a = a.header("content-range", format!("bytes {start}-{}/{size}", start + len - 1));
+        a = a.header(
+            "content-range",
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
     }
     if *method == Method::GET {
         a.body = body_of(file, start, len);
@@ -503,13 +620,20 @@ fn body_of(file: &MirrorFile, start: u64, len: u64) -> Body {
             let stream = futures_util::stream::once(async move {
                 let mut f = tokio::fs::File::open(&p).await?;
                 f.seek(std::io::SeekFrom::Start(start)).await?;
-                Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024))
+                Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+                    f.take(len),
+                    256 * 1024,
+                ))
             });
             use futures_util::StreamExt as _;
-            Body::from_stream(stream.map(|r| match r {
-                Ok(s) => s.left_stream(),
-                Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
-            }).flatten())
+            Body::from_stream(
+                stream
+                    .map(|r| match r {
+                        Ok(s) => s.left_stream(),
+                        Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+                    })
+                    .flatten(),
+            )
         }
     }
 }
@@ -525,7 +649,8 @@ fn cdn_answer(st: &MirrorState, req: &Request) -> Answer {
     if req.headers().contains_key(header::AUTHORIZATION) {
         st.token_leaks.fetch_add(1, Ordering::Relaxed);
         tracing::error!("the CDN listener received an Authorization header (token leak)");
-        return Answer::new(StatusCode::BAD_REQUEST).json(&json!({"error": "Only one auth mechanism allowed"}));
+        return Answer::new(StatusCode::BAD_REQUEST)
+            .json(&json!({"error": "Only one auth mechanism allowed"}));
     }
     let Some(sha) = req.uri().path().strip_prefix("/blobs/") else {
         return Answer::new(StatusCode::NOT_FOUND);
@@ -539,8 +664,14 @@ fn cdn_answer(st: &MirrorState, req: &Request) -> Answer {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let exp: u64 = query.get("exp").and_then(|e| e.parse().ok()).unwrap_or(0);
-    if query.get("sig").map(String::as_str) != Some(signature(sha, exp).as_str()) || exp < now_secs() {
-        return Answer::new(StatusCode::FORBIDDEN).header("content-type", "application/xml").body_text("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>");
+    if query.get("sig").map(String::as_str) != Some(signature(sha, exp).as_str())
+        || exp < now_secs()
+    {
+        return Answer::new(StatusCode::FORBIDDEN)
+            .header("content-type", "application/xml")
+            .body_text(
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            );
     }
     let file = {
         let repos = st.repos.read().unwrap_or_else(|p| p.into_inner());

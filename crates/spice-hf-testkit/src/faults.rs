@@ -111,7 +111,12 @@ pub struct FaultRule {
 
 impl FaultRule {
     /// A rule for matching requests number `attempts` (1-based).
-    pub fn new(role: Role, path_contains: &str, attempts: RangeInclusive<usize>, fault: Fault) -> Self {
+    pub fn new(
+        role: Role,
+        path_contains: &str,
+        attempts: RangeInclusive<usize>,
+        fault: Fault,
+    ) -> Self {
         Self {
             role,
             method: None,
@@ -171,7 +176,10 @@ impl Default for FaultState {
 impl FaultState {
     /// Adds a rule.
     pub fn inject(&self, rule: FaultRule) {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).push(rule);
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rule);
     }
 
     /// Removes every rule.
@@ -193,7 +201,10 @@ impl FaultState {
         let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         for r in rules.iter() {
-            if r.role != role || r.method.is_some_and(|m| m != method) || !path.contains(&r.path_contains) {
+            if r.role != role
+                || r.method.is_some_and(|m| m != method)
+                || !path.contains(&r.path_contains)
+            {
                 continue;
             }
             let n = r.seen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -205,11 +216,19 @@ impl FaultState {
     }
 }
 
-pub(crate) async fn hub_layer(State(st): State<Arc<FaultState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn hub_layer(
+    State(st): State<Arc<FaultState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     apply(st, Role::Hub, req, next).await
 }
 
-pub(crate) async fn cdn_layer(State(st): State<Arc<FaultState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn cdn_layer(
+    State(st): State<Arc<FaultState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     apply(st, Role::Cdn, req, next).await
 }
 
@@ -218,45 +237,76 @@ async fn apply(st: Arc<FaultState>, role: Role, mut req: Request, next: Next) ->
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
-    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let faults = st.pick(role, &method, &path);
     let names = (!faults.is_empty()).then(|| format!("{faults:?}"));
     // Logged on arrival (status 0 until answered) so a request the client gave up on shows.
     let index = {
         let mut log = st.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.push(LoggedRequest { role, method, path, authorization, range, status: 0, fault: names, at });
+        log.push(LoggedRequest {
+            role,
+            method,
+            path,
+            authorization,
+            range,
+            status: 0,
+            fault: names,
+            at,
+        });
         log.len() - 1
     };
 
     let mut early: Option<Response> = None;
     for f in &faults {
         match f {
-            Fault::Status { status, retry_after } => {
-                let mut r = Response::new(Body::from(format!("{{\"error\":\"injected {status}\"}}")));
-                *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Fault::Status {
+                status,
+                retry_after,
+            } => {
+                let mut r =
+                    Response::new(Body::from(format!("{{\"error\":\"injected {status}\"}}")));
+                *r.status_mut() =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 if let Some(ra) = retry_after {
-                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(ra).unwrap_or(HeaderValue::from_static("1")));
-                    r.headers_mut().insert("ratelimit", HeaderValue::from_static("\"resolvers\";r=0;t=1"));
+                    r.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_str(ra).unwrap_or(HeaderValue::from_static("1")),
+                    );
+                    r.headers_mut().insert(
+                        "ratelimit",
+                        HeaderValue::from_static("\"resolvers\";r=0;t=1"),
+                    );
                 }
                 early = Some(r);
             }
             Fault::Spurious416 => {
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes */0"));
+                r.headers_mut()
+                    .insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes */0"));
                 early = Some(r);
             }
             Fault::RedirectLoop => {
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::FOUND;
                 let loc = req.uri().to_string();
-                r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&loc).unwrap_or(HeaderValue::from_static("/")));
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(&loc).unwrap_or(HeaderValue::from_static("/")),
+                );
                 early = Some(r);
             }
             Fault::RedirectTo(loc) => {
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-                r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(loc).unwrap_or(HeaderValue::from_static("/")));
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(loc).unwrap_or(HeaderValue::from_static("/")),
+                );
                 early = Some(r);
             }
             Fault::IgnoreRange => {
@@ -282,23 +332,38 @@ async fn apply(st: Arc<FaultState>, role: Role, mut req: Request, next: Next) ->
                 }
             }
             Fault::ReplaceBody(b) => {
-                resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
                 *resp.body_mut() = Body::from(b.clone());
             }
             Fault::ContentLengthPlus(n) => {
-                let len = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                let len = resp
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
                 if let Some(len) = len {
-                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len + n));
+                    resp.headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(len + n));
                 }
             }
-            Fault::ResetAt(_) | Fault::CloseAt(_) | Fault::StallAt(_) | Fault::Trickle { .. } | Fault::CorruptByte(_) => {
+            Fault::ResetAt(_)
+            | Fault::CloseAt(_)
+            | Fault::StallAt(_)
+            | Fault::Trickle { .. }
+            | Fault::CorruptByte(_) => {
                 let body = std::mem::replace(resp.body_mut(), Body::empty());
                 *resp.body_mut() = Body::from_stream(mangle(body.into_data_stream(), f.clone()));
             }
             _ => {}
         }
     }
-    if let Some(entry) = st.log.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+    if let Some(entry) = st
+        .log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(index)
+    {
         entry.status = resp.status().as_u16();
     }
     resp
@@ -341,7 +406,8 @@ fn mangle(
                 Stop::Close => return None,
                 Stop::Reset => {
                     s.stop = Stop::Close;
-                    let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset");
+                    let e =
+                        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset");
                     return Some((Err(e), s));
                 }
                 Stop::Stall => std::future::pending::<()>().await,

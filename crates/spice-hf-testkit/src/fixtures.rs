@@ -38,7 +38,10 @@ impl Rng {
 
 /// GPT-2's byte-to-unicode table used by byte-level BPE.
 pub fn byte_to_unicode() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -97,21 +100,61 @@ fn tensors(seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
     let mut t = |name: String, shape: Vec<usize>, ones: bool| {
         let n: usize = shape.iter().product();
-        let data = if ones { (0..n).map(|_| 1.0 + rng.next_f32()).collect() } else { (0..n).map(|_| rng.next_f32()).collect() };
+        let data = if ones {
+            (0..n).map(|_| 1.0 + rng.next_f32()).collect()
+        } else {
+            (0..n).map(|_| rng.next_f32()).collect()
+        };
         out.push((name, shape, data));
     };
-    t("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN], false);
+    t(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, HIDDEN],
+        false,
+    );
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
         t(format!("{p}.input_layernorm.weight"), vec![HIDDEN], true);
-        t(format!("{p}.self_attn.q_proj.weight"), vec![HIDDEN, HIDDEN], false);
-        t(format!("{p}.self_attn.k_proj.weight"), vec![kv, HIDDEN], false);
-        t(format!("{p}.self_attn.v_proj.weight"), vec![kv, HIDDEN], false);
-        t(format!("{p}.self_attn.o_proj.weight"), vec![HIDDEN, HIDDEN], false);
-        t(format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], true);
-        t(format!("{p}.mlp.gate_proj.weight"), vec![INTERMEDIATE, HIDDEN], false);
-        t(format!("{p}.mlp.up_proj.weight"), vec![INTERMEDIATE, HIDDEN], false);
-        t(format!("{p}.mlp.down_proj.weight"), vec![HIDDEN, INTERMEDIATE], false);
+        t(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![HIDDEN, HIDDEN],
+            false,
+        );
+        t(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv, HIDDEN],
+            false,
+        );
+        t(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv, HIDDEN],
+            false,
+        );
+        t(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![HIDDEN, HIDDEN],
+            false,
+        );
+        t(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![HIDDEN],
+            true,
+        );
+        t(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![INTERMEDIATE, HIDDEN],
+            false,
+        );
+        t(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![INTERMEDIATE, HIDDEN],
+            false,
+        );
+        t(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![HIDDEN, INTERMEDIATE],
+            false,
+        );
     }
     t("model.norm.weight".into(), vec![HIDDEN], true);
     t("lm_head.weight".into(), vec![VOCAB, HIDDEN], false);
@@ -129,9 +172,16 @@ pub fn tiny_llama_files(seed: u64) -> BTreeMap<String, Vec<u8>> {
         .collect();
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
-        .map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap_or_else(|e| unreachable!("shape and data agree: {e}"))))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d)
+                    .unwrap_or_else(|e| unreachable!("shape and data agree: {e}")),
+            )
+        })
         .collect();
-    let safetensors = safetensors::serialize(views, None).unwrap_or_else(|e| unreachable!("in-memory serialisation: {e}"));
+    let safetensors = safetensors::serialize(views, None)
+        .unwrap_or_else(|e| unreachable!("in-memory serialisation: {e}"));
     let config = json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
@@ -148,9 +198,15 @@ pub fn tiny_llama_files(seed: u64) -> BTreeMap<String, Vec<u8>> {
     let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     BTreeMap::from([
         ("config.json".to_string(), pretty(&config)),
-        ("generation_config.json".to_string(), pretty(&json!({"bos_token_id": 1, "eos_token_id": 2}))),
+        (
+            "generation_config.json".to_string(),
+            pretty(&json!({"bos_token_id": 1, "eos_token_id": 2})),
+        ),
         ("tokenizer.json".to_string(), pretty(&tokenizer_json())),
-        ("tokenizer_config.json".to_string(), pretty(&tokenizer_config)),
+        (
+            "tokenizer_config.json".to_string(),
+            pretty(&tokenizer_config),
+        ),
         ("model.safetensors".to_string(), safetensors),
     ])
 }
@@ -167,7 +223,8 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> std::io::Result<()> {
 /// File name of the real SmolLM2 fixture.
 pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Its sha256.
-pub const SMOLLM2_GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const SMOLLM2_GGUF_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// Its size in bytes.
 pub const SMOLLM2_GGUF_SIZE: u64 = 98_362_432;
 
@@ -182,5 +239,8 @@ pub fn fixtures_dir() -> PathBuf {
 /// The SmolLM2 GGUF, when `cargo xtask fixtures` has fetched it.
 pub fn smollm2_gguf() -> Option<PathBuf> {
     let p = fixtures_dir().join(SMOLLM2_GGUF);
-    p.metadata().ok().filter(|m| m.len() == SMOLLM2_GGUF_SIZE).map(|_| p)
+    p.metadata()
+        .ok()
+        .filter(|m| m.len() == SMOLLM2_GGUF_SIZE)
+        .map(|_| p)
 }

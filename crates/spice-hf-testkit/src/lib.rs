@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod fixtures;
+pub mod hfhub;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,10 +31,16 @@ impl FakeHub {
         let cdn = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let hub_router = mirror
             .hub_router()
-            .layer(axum::middleware::from_fn_with_state(faults.clone(), faults::hub_layer));
+            .layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                faults::hub_layer,
+            ));
         let cdn_router = mirror
             .cdn_router()
-            .layer(axum::middleware::from_fn_with_state(faults.clone(), faults::cdn_layer));
+            .layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                faults::cdn_layer,
+            ));
         let running = mirror
             .spawn_on(hub, cdn, hub_router, cdn_router)
             .map_err(std::io::Error::other)?;
@@ -72,7 +79,10 @@ impl FakeHub {
 
     /// Requests that reached the CDN listener with an `Authorization` header.
     pub fn token_leaks(&self) -> usize {
-        self.requests().iter().filter(|r| r.role == Role::Cdn && r.authorization).count()
+        self.requests()
+            .iter()
+            .filter(|r| r.role == Role::Cdn && r.authorization)
+            .count()
     }
 
     /// Stops the listeners.
@@ -92,6 +102,11 @@ pub fn repo_with(id: &str, files: &BTreeMap<String, Vec<u8>>) -> Repo {
 pub fn mirror_files(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, MirrorFile> {
     files
         .iter()
-        .map(|(p, b)| (p.clone(), MirrorFile::from_bytes(b.clone(), is_lfs_name(p, b.len() as u64))))
+        .map(|(p, b)| {
+            (
+                p.clone(),
+                MirrorFile::from_bytes(b.clone(), is_lfs_name(p, b.len() as u64)),
+            )
+        })
         .collect()
 }

@@ -24,15 +24,27 @@ fn serve_dir() -> Served {
     fixtures::write_tiny_llama(&dir.path().join("org/tiny"), 5).unwrap();
     std::fs::create_dir_all(dir.path().join("org/tiny/sub dir")).unwrap();
     std::fs::write(dir.path().join("org/tiny/sub dir/notes #1.txt"), b"hello\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut c = spice("http://unused", dir.path());
-    c.args(["mirror", "serve"]).arg(dir.path()).args(["--addr", &format!("127.0.0.1:{port}")]);
+    c.args(["mirror", "serve"])
+        .arg(dir.path())
+        .args(["--addr", &format!("127.0.0.1:{port}")]);
     c.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     assert!(first.starts_with("serving"), "{first}");
-    Served { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    Served {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,13 +60,18 @@ async fn mirror_serve_binary_feeds_spice_hf_pull() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dir = Cache::new(cache.path()).revision(REPO, "main").unwrap();
     assert!(dir.verify().unwrap().is_clean());
-    assert_eq!(std::fs::read(dir.file_path("sub dir/notes #1.txt").unwrap()).unwrap(), b"hello\n");
+    assert_eq!(
+        std::fs::read(dir.file_path("sub dir/notes #1.txt").unwrap()).unwrap(),
+        b"hello\n"
+    );
 }
 
 /// The `hf` command from pip's `huggingface_hub`, if installed (`.ci/run` installs it).
 fn hf_cli() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|p| p.join("hf")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|p| p.join("hf"))
+        .find(|p| p.is_file())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +79,10 @@ async fn python_huggingface_hub_downloads_from_the_mirror() {
     let Some(hf) = hf_cli() else {
         // Only where pip cannot install huggingface_hub; .ci/run installs it.
         println!("SKIPPED: the `hf` command (pip install huggingface_hub) is not installed");
-        assert!(std::env::var_os("CI").is_none(), "CI must install huggingface_hub");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install huggingface_hub"
+        );
         return;
     };
     let served = serve_dir();
@@ -81,12 +101,20 @@ async fn python_huggingface_hub_downloads_from_the_mirror() {
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env_remove("HF_TOKEN");
     let out = output(c).await;
-    assert!(out.status.success(), "hf download failed: {}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hf download failed: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let expected = fixtures::tiny_llama_files(5);
     for (name, bytes) in &expected {
         assert_eq!(&std::fs::read(local.join(name)).unwrap(), bytes, "{name}");
     }
-    assert_eq!(std::fs::read(local.join("sub dir/notes #1.txt")).unwrap(), b"hello\n");
+    assert_eq!(
+        std::fs::read(local.join("sub dir/notes #1.txt")).unwrap(),
+        b"hello\n"
+    );
 
     // The same files, placed by `hf download --local-dir` into our cache layout, are adopted.
     let cache = tempfile::tempdir().unwrap();
@@ -103,6 +131,11 @@ async fn python_huggingface_hub_downloads_from_the_mirror() {
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
-    let adopted = v["files"].as_array().unwrap().iter().filter(|f| f["state"] == "adopted").count();
+    let adopted = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["state"] == "adopted")
+        .count();
     assert_eq!(adopted, expected.len());
 }

@@ -53,7 +53,9 @@ fn spice(endpoint: &str, cache: &Path) -> Command {
 }
 
 async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -73,9 +75,15 @@ async fn pull_prints_commit_and_dir_and_fails_loudly() {
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let commit = hub.mirror().update_repo(REPO, |r| r.refs["main"].clone()).unwrap();
+    let commit = hub
+        .mirror()
+        .update_repo(REPO, |r| r.refs["main"].clone())
+        .unwrap();
     assert!(stdout.contains(&format!("commit {commit}")), "{stdout}");
-    assert!(stdout.contains(&cache.path().join("org--tiny/main").display().to_string()), "{stdout}");
+    assert!(
+        stdout.contains(&cache.path().join("org--tiny/main").display().to_string()),
+        "{stdout}"
+    );
     // No progress bar escape codes when stdout is not a terminal.
     assert!(!stdout.contains('\u{1b}'));
 
@@ -87,7 +95,13 @@ async fn pull_prints_commit_and_dir_and_fails_loudly() {
     .await;
     let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(v["commit"], commit.as_str());
-    assert!(v["files"].as_array().unwrap().iter().all(|f| f["state"] == "cached"));
+    assert!(
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["state"] == "cached")
+    );
 
     let out = output({
         let mut c = spice(hub.url(), cache.path());
@@ -96,7 +110,11 @@ async fn pull_prints_commit_and_dir_and_fails_loudly() {
     })
     .await;
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("repository org/missing not found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("repository org/missing not found"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = output({
         let mut c = spice(hub.url(), cache.path());
@@ -105,7 +123,11 @@ async fn pull_prints_commit_and_dir_and_fails_loudly() {
     })
     .await;
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("invalid revision"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid revision"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,20 +135,41 @@ async fn killed_mid_file_then_resumed_with_range() {
     let files = files_with_big(8 << 20);
     let hub = hub_with(&files).await;
     // Slow the first CDN download so the kill lands mid-file.
-    hub.inject(FaultRule::new(Role::Cdn, "/blobs/", 1..=1, Fault::Trickle { chunk: 64 * 1024, every: Duration::from_millis(25) }));
+    hub.inject(FaultRule::new(
+        Role::Cdn,
+        "/blobs/",
+        1..=1,
+        Fault::Trickle {
+            chunk: 64 * 1024,
+            every: Duration::from_millis(25),
+        },
+    ));
     let cache = tempfile::tempdir().unwrap();
     let mut first = spice(hub.url(), cache.path());
-    first.args(["pull", REPO, "--include", "big.safetensors"]).stdout(Stdio::null()).stderr(Stdio::null());
+    first
+        .args(["pull", REPO, "--include", "big.safetensors"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = first.spawn().unwrap();
-    let part = Cache::new(cache.path()).revision(REPO, "main").unwrap().path().join("big.safetensors.part");
+    let part = Cache::new(cache.path())
+        .revision(REPO, "main")
+        .unwrap()
+        .path()
+        .join("big.safetensors.part");
     let start = Instant::now();
     loop {
         let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         if len >= 1 << 20 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "download never started");
-        assert!(child.try_wait().unwrap().is_none(), "pull finished before it could be killed");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "download never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pull finished before it could be killed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap();
@@ -141,46 +184,88 @@ async fn killed_mid_file_then_resumed_with_range() {
     })
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("resuming a partial download"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming a partial download"),
+        "{}",
+        text(&out.stderr)
+    );
     let ranges: Vec<u64> = hub
         .requests()
         .into_iter()
         .filter(|r| r.role == Role::Cdn)
         .filter_map(|r| r.range)
-        .map(|r| r.trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap())
+        .map(|r| {
+            r.trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert_eq!(ranges.len(), 1, "{ranges:?}");
     assert!(ranges[0] >= 1 << 20, "resumed from {}", ranges[0]);
     let dir = Cache::new(cache.path()).revision(REPO, "main").unwrap();
     assert!(dir.verify().unwrap().is_clean());
-    assert_eq!(std::fs::read(dir.file_path("big.safetensors").unwrap()).unwrap(), files["big.safetensors"]);
-    println!("killed with {left} bytes on disk; resumed with Range from byte {}", ranges[0]);
+    assert_eq!(
+        std::fs::read(dir.file_path("big.safetensors").unwrap()).unwrap(),
+        files["big.safetensors"]
+    );
+    println!(
+        "killed with {left} bytes on disk; resumed with Range from byte {}",
+        ranges[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_download_each_file_once() {
     let files = files_with_big(4 << 20);
     let hub = hub_with(&files).await;
-    hub.inject(FaultRule::new(Role::Cdn, "/blobs/", 1..=10, Fault::Trickle { chunk: 64 * 1024, every: Duration::from_millis(5) }));
+    hub.inject(FaultRule::new(
+        Role::Cdn,
+        "/blobs/",
+        1..=10,
+        Fault::Trickle {
+            chunk: 64 * 1024,
+            every: Duration::from_millis(5),
+        },
+    ));
     let cache = tempfile::tempdir().unwrap();
     let spawn = || {
         let mut c = spice(hub.url(), cache.path());
-        c.args(["pull", REPO]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(["pull", REPO])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c.spawn().unwrap()
     };
     let (a, b) = (spawn(), spawn());
-    let (a, b) = tokio::task::spawn_blocking(move || (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())).await.unwrap();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
     assert!(a.status.success(), "{}", text(&a.stderr));
     assert!(b.status.success(), "{}", text(&b.stderr));
     let log = hub.requests();
     let mut gets: BTreeMap<String, usize> = BTreeMap::new();
-    for r in log.iter().filter(|r| r.method == "GET" && (r.role == Role::Cdn || r.path.contains("/resolve/"))) {
+    for r in log
+        .iter()
+        .filter(|r| r.method == "GET" && (r.role == Role::Cdn || r.path.contains("/resolve/")))
+    {
         *gets.entry(r.path.clone()).or_default() += 1;
     }
-    assert!(gets.values().all(|&n| n == 1), "files downloaded more than once: {gets:?}");
+    assert!(
+        gets.values().all(|&n| n == 1),
+        "files downloaded more than once: {gets:?}"
+    );
     let lfs = log.iter().filter(|r| r.role == Role::Cdn).count();
     assert_eq!(lfs, 2, "two LFS files, one CDN GET each");
-    assert!(Cache::new(cache.path()).revision(REPO, "main").unwrap().verify().unwrap().is_clean());
+    assert!(
+        Cache::new(cache.path())
+            .revision(REPO, "main")
+            .unwrap()
+            .verify()
+            .unwrap()
+            .is_clean()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +290,11 @@ async fn cache_ls_verify_rm() {
     let bad = output(run(&["cache", "verify", REPO])).await;
     assert!(!bad.status.success());
     let report = text(&bad.stdout);
-    for line in ["corrupt: config.json", "missing: tokenizer.json", "extra: stray.bin"] {
+    for line in [
+        "corrupt: config.json",
+        "missing: tokenizer.json",
+        "extra: stray.bin",
+    ] {
         assert!(report.contains(line), "{report}");
     }
     // A pull repairs it.

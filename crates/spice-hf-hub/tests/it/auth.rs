@@ -12,7 +12,10 @@ const OTHER: &str = "hf_other_valid_token";
 async fn restricted_hub() -> FakeHub {
     let files = source_files();
     let mirror = Mirror::new();
-    for (id, vis) in [("org/private", Visibility::Private), ("org/gated", Visibility::Gated)] {
+    for (id, vis) in [
+        ("org/private", Visibility::Private),
+        ("org/gated", Visibility::Gated),
+    ] {
         let mut repo = repo_with(id, &files);
         repo.visibility = vis;
         repo.tokens.insert(GRANTED.to_string());
@@ -22,24 +25,103 @@ async fn restricted_hub() -> FakeHub {
     FakeHub::start(mirror).await.unwrap()
 }
 
-async fn pull_as(hub: &FakeHub, repo: &str, token: Option<&str>) -> (spice_hf_hub::Result<PullReport>, tempfile::TempDir) {
+async fn pull_as(
+    hub: &FakeHub,
+    repo: &str,
+    token: Option<&str>,
+) -> (spice_hf_hub::Result<PullReport>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let client = HubClient::new(fast_config(hub.url(), token)).unwrap();
-    let r = client.pull(&Cache::new(dir.path()), &ModelRef::parse(repo).unwrap(), &PullOptions::default(), &NoProgress).await;
+    let r = client
+        .pull(
+            &Cache::new(dir.path()),
+            &ModelRef::parse(repo).unwrap(),
+            &PullOptions::default(),
+            &NoProgress,
+        )
+        .await;
     (r, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_gated_errors_say_what_to_do() {
     let hub = restricted_hub().await;
-    let cases: [(&str, Option<&str>, fn(&Error) -> bool, &str); 7] = [
-        ("org/private", None, |e| matches!(e, Error::RepoNotFound { authenticated: false, .. }), "set hf_token"),
-        ("org/private", Some(OTHER), |e| matches!(e, Error::RepoNotFound { authenticated: true, .. }), "read access"),
-        ("org/private", Some("hf_wrong"), |e| matches!(e, Error::InvalidToken { .. }), "refused the Hugging Face token"),
-        ("org/gated", None, |e| matches!(e, Error::Gated { authenticated: false, .. }), "accept its licence"),
-        ("org/gated", Some(OTHER), |e| matches!(e, Error::Gated { authenticated: true, .. }), "accept its licence on the model page"),
-        ("org/missing", Some(OTHER), |e| matches!(e, Error::RepoNotFound { .. }), "not found"),
-        ("org/gated@nope", Some(GRANTED), |e| matches!(e, Error::RevisionNotFound { .. }), "pin a branch"),
+    type Check = fn(&Error) -> bool;
+    let cases: [(&str, Option<&str>, Check, &str); 7] = [
+        (
+            "org/private",
+            None,
+            |e| {
+                matches!(
+                    e,
+                    Error::RepoNotFound {
+                        authenticated: false,
+                        ..
+                    }
+                )
+            },
+            "set hf_token",
+        ),
+        (
+            "org/private",
+            Some(OTHER),
+            |e| {
+                matches!(
+                    e,
+                    Error::RepoNotFound {
+                        authenticated: true,
+                        ..
+                    }
+                )
+            },
+            "read access",
+        ),
+        (
+            "org/private",
+            Some("hf_wrong"),
+            |e| matches!(e, Error::InvalidToken { .. }),
+            "refused the Hugging Face token",
+        ),
+        (
+            "org/gated",
+            None,
+            |e| {
+                matches!(
+                    e,
+                    Error::Gated {
+                        authenticated: false,
+                        ..
+                    }
+                )
+            },
+            "accept its licence",
+        ),
+        (
+            "org/gated",
+            Some(OTHER),
+            |e| {
+                matches!(
+                    e,
+                    Error::Gated {
+                        authenticated: true,
+                        ..
+                    }
+                )
+            },
+            "accept its licence on the model page",
+        ),
+        (
+            "org/missing",
+            Some(OTHER),
+            |e| matches!(e, Error::RepoNotFound { .. }),
+            "not found",
+        ),
+        (
+            "org/gated@nope",
+            Some(GRANTED),
+            |e| matches!(e, Error::RevisionNotFound { .. }),
+            "pin a branch",
+        ),
     ];
     for (repo, token, check, needle) in cases {
         let (r, _dir) = pull_as(&hub, repo, token).await;
@@ -47,19 +129,34 @@ async fn private_and_gated_errors_say_what_to_do() {
         let msg = err.to_string();
         assert!(check(&err), "{repo} {token:?}: {err:?}");
         assert!(msg.contains(needle), "{repo}: {msg}");
-        assert!(msg.contains("request id mirror-"), "{repo}: no request id in {msg}");
+        assert!(
+            msg.contains("request id mirror-"),
+            "{repo}: no request id in {msg}"
+        );
         for t in [GRANTED, OTHER, "hf_wrong"] {
-            assert!(!msg.contains(t) && !format!("{err:?}").contains(t), "token in error: {msg}");
+            assert!(
+                !msg.contains(t) && !format!("{err:?}").contains(t),
+                "token in error: {msg}"
+            );
         }
     }
     for repo in ["org/private", "org/gated"] {
         let (r, dir) = pull_as(&hub, repo, Some(GRANTED)).await;
         let report = r.unwrap();
         assert_eq!(report.files.len(), source_files().len());
-        assert!(dir.path().join(repo.replace('/', "--")).join("main/model.safetensors").exists());
+        assert!(
+            dir.path()
+                .join(repo.replace('/', "--"))
+                .join("main/model.safetensors")
+                .exists()
+        );
     }
     let log = hub.requests();
-    assert!(log.iter().filter(|r| r.role == Role::Hub).all(|r| r.authorization || r.status == 401));
+    assert!(
+        log.iter()
+            .filter(|r| r.role == Role::Hub)
+            .all(|r| r.authorization || r.status == 401)
+    );
     assert!(log.iter().any(|r| r.role == Role::Cdn));
     assert_eq!(hub.token_leaks(), 0);
 }
@@ -71,7 +168,10 @@ async fn entry_not_found_names_the_file() {
         Role::Hub,
         "/config.json",
         1..=1,
-        spice_hf_testkit::Fault::Status { status: 404, retry_after: None },
+        spice_hf_testkit::Fault::Status {
+            status: 404,
+            retry_after: None,
+        },
     ));
     // A bare 404 without X-Error-Code is an HTTP error naming the file, not retried.
     let err = env.pull(&env.client(), REPO).await.unwrap_err().to_string();

@@ -12,13 +12,21 @@ async fn second_pull_downloads_nothing_and_pinned_pull_makes_no_request() {
     let env = env().await;
     let client = env.client();
     let first = env.pull(&client, REPO).await.unwrap();
-    assert!(first.files.iter().all(|f| f.state == PulledState::Downloaded));
+    assert!(
+        first
+            .files
+            .iter()
+            .all(|f| f.state == PulledState::Downloaded)
+    );
     env.hub.faults().clear_log();
 
     let second = env.pull(&client, REPO).await.unwrap();
     assert!(second.files.iter().all(|f| f.state == PulledState::Cached));
     let log = env.hub.requests();
-    assert!(log.iter().all(|r| r.path.contains("/api/")), "files fetched again: {log:?}");
+    assert!(
+        log.iter().all(|r| r.path.contains("/api/")),
+        "files fetched again: {log:?}"
+    );
 
     // Pin the commit: first pull of the pinned revision downloads, the next makes no request.
     let pinned = format!("{REPO}@{}", first.commit);
@@ -37,7 +45,10 @@ async fn offline_serves_the_cache_or_names_the_missing_file() {
     cfg.offline = true;
     let offline = HubClient::new(cfg).unwrap();
     let err = env.pull(&offline, REPO).await.unwrap_err().to_string();
-    assert!(err.contains("offline") && err.contains("not in the cache"), "{err}");
+    assert!(
+        err.contains("offline") && err.contains("not in the cache"),
+        "{err}"
+    );
 
     env.pull(&env.client(), REPO).await.unwrap();
     env.hub.faults().clear_log();
@@ -56,14 +67,27 @@ async fn hand_placed_files_are_adopted_and_wrong_ones_replaced() {
     let env = env().await;
     let dir = env.cache().revision(REPO, "main").unwrap();
     dir.create().unwrap();
-    std::fs::write(dir.file_path("config.json").unwrap(), &env.files["config.json"]).unwrap();
-    std::fs::write(dir.file_path("tokenizer.json").unwrap(), b"not the tokenizer").unwrap();
+    std::fs::write(
+        dir.file_path("config.json").unwrap(),
+        &env.files["config.json"],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.file_path("tokenizer.json").unwrap(),
+        b"not the tokenizer",
+    )
+    .unwrap();
     let report = env.pull(&env.client(), REPO).await.unwrap();
     let state = |p: &str| report.files.iter().find(|f| f.path == p).unwrap().state;
     assert_eq!(state("config.json"), PulledState::Adopted);
     assert_eq!(state("tokenizer.json"), PulledState::Downloaded);
     env.assert_complete(&report);
-    assert!(!env.hub.requests().iter().any(|r| r.path.ends_with("/config.json")));
+    assert!(
+        !env.hub
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/config.json"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,10 +96,20 @@ async fn a_part_left_by_a_crash_is_resumed_with_range() {
     let dir = env.cache().revision(REPO, "main").unwrap();
     dir.create().unwrap();
     let target = dir.file_path(WEIGHTS).unwrap();
-    std::fs::write(spice_hf_cache::part_path(&target), &env.files[WEIGHTS][..123_456]).unwrap();
+    std::fs::write(
+        spice_hf_cache::part_path(&target),
+        &env.files[WEIGHTS][..123_456],
+    )
+    .unwrap();
     let report = env.pull(&env.client(), REPO).await.unwrap();
     env.assert_complete(&report);
-    let ranges: Vec<_> = env.hub.requests().into_iter().filter(|r| r.role == Role::Cdn).map(|r| r.range).collect();
+    let ranges: Vec<_> = env
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.role == Role::Cdn)
+        .map(|r| r.range)
+        .collect();
     assert_eq!(ranges, vec![Some("bytes=123456-".to_string())]);
 }
 
@@ -87,14 +121,30 @@ async fn a_moved_branch_refetches_only_changed_files() {
     let mut changed = env.files.clone();
     changed.insert("config.json".into(), b"{\"v\": 2}".to_vec());
     let files = spice_hf_testkit::mirror_files(&changed);
-    env.hub.mirror().update_repo(REPO, |r| r.commit("main", files));
+    env.hub
+        .mirror()
+        .update_repo(REPO, |r| r.commit("main", files));
     env.hub.faults().clear_log();
     let second = env.pull(&client, REPO).await.unwrap();
     assert_ne!(first.commit, second.commit);
-    let downloaded: Vec<_> = second.files.iter().filter(|f| f.state == PulledState::Downloaded).map(|f| f.path.as_str()).collect();
+    let downloaded: Vec<_> = second
+        .files
+        .iter()
+        .filter(|f| f.state == PulledState::Downloaded)
+        .map(|f| f.path.as_str())
+        .collect();
     assert_eq!(downloaded, vec!["config.json"]);
-    assert_eq!(std::fs::read(second.dir.join("config.json")).unwrap(), b"{\"v\": 2}");
-    let m = env.cache().revision(REPO, "main").unwrap().manifest().unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(second.dir.join("config.json")).unwrap(),
+        b"{\"v\": 2}"
+    );
+    let m = env
+        .cache()
+        .revision(REPO, "main")
+        .unwrap()
+        .manifest()
+        .unwrap()
+        .unwrap();
     assert_eq!(m.commit, second.commit);
 }
 
@@ -103,16 +153,33 @@ async fn selection_and_pagination() {
     let env = env().await;
     env.hub.mirror().set_page_size(2);
     let opts = PullOptions {
-        selection: Selection { include: vec!["*.json".into()], exclude: vec!["generation_config.json".into()], quant: None },
+        selection: Selection {
+            include: vec!["*.json".into()],
+            exclude: vec!["generation_config.json".into()],
+            quant: None,
+        },
         ..PullOptions::default()
     };
     let report = env
         .client()
-        .pull(&env.cache(), &ModelRef::parse(REPO).unwrap(), &opts, &NoProgress)
+        .pull(
+            &env.cache(),
+            &ModelRef::parse(REPO).unwrap(),
+            &opts,
+            &NoProgress,
+        )
         .await
         .unwrap();
     let got: Vec<_> = report.files.iter().map(|f| f.path.as_str()).collect();
-    assert_eq!(got, vec!["config.json", "tokenizer.json", "tokenizer_config.json"]);
-    let pages = env.hub.requests().iter().filter(|r| r.path.contains("/tree/")).count();
+    assert_eq!(
+        got,
+        vec!["config.json", "tokenizer.json", "tokenizer_config.json"]
+    );
+    let pages = env
+        .hub
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/tree/"))
+        .count();
     assert!(pages >= 4, "listing was not paginated ({pages} pages)");
 }

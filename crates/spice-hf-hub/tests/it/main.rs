@@ -1,4 +1,5 @@
 //! Integration tests of the hub client against the real mirror on loopback, with faults.
+#![allow(clippy::print_stdout)] // Reason: the fault suite prints how many faults it covered.
 
 mod auth;
 mod cache_behaviour;
@@ -8,7 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use spice_hf_cache::Cache;
-use spice_hf_hub::{HubClient, HubConfig, HfToken, ModelRef, NoProgress, PullOptions, PullReport, RetryPolicy, Schedule};
+use spice_hf_hub::{
+    HfToken, HubClient, HubConfig, ModelRef, NoProgress, PullOptions, PullReport, RetryPolicy,
+    Schedule,
+};
 use spice_hf_testkit::{FakeHub, fixtures, repo_with};
 
 pub(crate) const REPO: &str = "org/tiny";
@@ -25,7 +29,10 @@ pub(crate) struct Env {
 
 pub(crate) fn source_files() -> BTreeMap<String, Vec<u8>> {
     let mut files = fixtures::tiny_llama_files(7);
-    files.insert("nested/dir with space/#file [x] +ü.txt".into(), b"awkward name\n".to_vec());
+    files.insert(
+        "nested/dir with space/#file [x] +ü.txt".into(),
+        b"awkward name\n".to_vec(),
+    );
     files.insert("empty.txt".into(), Vec::new());
     files
 }
@@ -36,7 +43,11 @@ pub(crate) async fn env() -> Env {
     mirror.add_repo(repo_with(REPO, &files));
     mirror.add_valid_tokens([TOKEN.to_string()]);
     let hub = FakeHub::start(mirror).await.expect("fake hub starts");
-    Env { hub, cache_dir: tempfile::tempdir().unwrap(), files }
+    Env {
+        hub,
+        cache_dir: tempfile::tempdir().unwrap(),
+        files,
+    }
 }
 
 pub(crate) fn fast_config(url: &str, token: Option<&str>) -> HubConfig {
@@ -68,9 +79,18 @@ impl Env {
         HubClient::new(fast_config(self.hub.url(), Some(TOKEN))).unwrap()
     }
 
-    pub(crate) async fn pull(&self, client: &HubClient, reference: &str) -> spice_hf_hub::Result<PullReport> {
+    pub(crate) async fn pull(
+        &self,
+        client: &HubClient,
+        reference: &str,
+    ) -> spice_hf_hub::Result<PullReport> {
         client
-            .pull(&self.cache(), &ModelRef::parse(reference).unwrap(), &PullOptions::default(), &NoProgress)
+            .pull(
+                &self.cache(),
+                &ModelRef::parse(reference).unwrap(),
+                &PullOptions::default(),
+                &NoProgress,
+            )
             .await
     }
 
@@ -80,7 +100,11 @@ impl Env {
         let rev = self.cache().revision(REPO, revision).unwrap();
         let report = rev.verify().unwrap();
         assert!(report.is_clean(), "{report:?}");
-        assert!(report.extra.iter().all(|e| e.ends_with(".part")), "unverified files: {:?}", report.extra);
+        assert!(
+            report.extra.iter().all(|e| e.ends_with(".part")),
+            "unverified files: {:?}",
+            report.extra
+        );
         if let Some(m) = rev.manifest().unwrap() {
             for path in m.files.keys() {
                 let on_disk = std::fs::read(rev.file_path(path).unwrap()).unwrap();
@@ -92,7 +116,11 @@ impl Env {
     pub(crate) fn assert_complete(&self, report: &PullReport) {
         assert_eq!(report.files.len(), self.files.len());
         for (path, bytes) in &self.files {
-            assert_eq!(&std::fs::read(report.dir.join(path)).unwrap(), bytes, "{path}");
+            assert_eq!(
+                &std::fs::read(report.dir.join(path)).unwrap(),
+                bytes,
+                "{path}"
+            );
         }
         self.assert_clean("main");
     }

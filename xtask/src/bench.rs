@@ -1,0 +1,216 @@
+//! `cargo xtask bench`: measured, never asserted. `pull` serves a 500 MB file from
+//! `spice-hf mirror serve` on loopback and times spice-hf, curl and the hf-hub crate on it,
+//! then a fully cached pull. The table is printed and written as JSON for `--compare`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+use xshell::{Shell, cmd};
+
+const SIZE: u64 = 500 * 1000 * 1000;
+
+pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("--compare") => {
+            let [_, a, b] = args else {
+                bail!("usage: cargo xtask bench --compare A.json B.json")
+            };
+            compare(Path::new(a), Path::new(b))
+        }
+        Some("pull") | Some("all") | None => {
+            let json_out = match args.iter().position(|a| a == "--json") {
+                Some(i) => PathBuf::from(args.get(i + 1).context("--json needs a file")?),
+                None => crate::workspace_root().join("target/bench/pull.json"),
+            };
+            pull(sh, &json_out)
+        }
+        Some(other) => bail!("unknown benchmark {other:?} (pull, all, --compare)"),
+    }
+}
+
+fn write_random(path: &Path, size: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn timed(label: &str, mut c: Command) -> Result<f64> {
+    let start = Instant::now();
+    let out = c.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{label} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(secs)
+}
+
+fn pull(sh: &Shell, json_out: &Path) -> Result<()> {
+    cmd!(
+        sh,
+        "cargo build --release --locked -p spice-hf-cli -p spice-hf-testkit --bins"
+    )
+    .run()?;
+    let bin = crate::workspace_root().join("target/release");
+    let spice = bin.join("spice-hf");
+    let hfhub = bin.join("hfhub-fetch");
+    let work = crate::workspace_root().join("target/bench/pull-work");
+    let _ = std::fs::remove_dir_all(&work);
+    let repo_dir = work.join("mirror/bench/big");
+    std::fs::create_dir_all(&repo_dir)?;
+    write_random(&repo_dir.join("model.safetensors"), SIZE)?;
+    std::fs::write(repo_dir.join("config.json"), b"{}")?;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut mirror = Command::new(&spice)
+        .args(["mirror", "serve"])
+        .arg(work.join("mirror"))
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(mirror.stdout.take().context("mirror stdout")?).read_line(&mut line)?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let result = (|| -> Result<Vec<(String, f64, Option<f64>)>> {
+        let mb = SIZE as f64 / 1e6;
+        let mut rows = Vec::new();
+        let spice_cmd = |cache: &Path, model: &str| {
+            let mut c = Command::new(&spice);
+            c.args(["pull", model])
+                .env("HF_ENDPOINT", &endpoint)
+                .env("SPICE_MODELS_DIR", cache)
+                .env("SPICE_HF_LOG", "warn");
+            c
+        };
+        let cache = work.join("cache-spice");
+        let t = timed("spice-hf pull", spice_cmd(&cache, "bench/big"))?;
+        rows.push((
+            "spice-hf pull (cold, verified sha256)".to_string(),
+            t,
+            Some(mb / t),
+        ));
+
+        let mut curl = Command::new("curl");
+        curl.args(["-sSfL", "-o"])
+            .arg(work.join("curl.bin"))
+            .arg(format!(
+                "{endpoint}/bench/big/resolve/main/model.safetensors"
+            ));
+        let t = timed("curl", curl)?;
+        rows.push(("curl -L (no verification)".to_string(), t, Some(mb / t)));
+
+        let mut hf = Command::new(&hfhub);
+        hf.args([endpoint.as_str(), "bench/big"])
+            .arg(work.join("cache-hfhub"));
+        let t = timed("hf-hub", hf)?;
+        rows.push(("hf-hub 1.0 snapshot_download".to_string(), t, Some(mb / t)));
+
+        let t = timed("spice-hf pull (cached)", spice_cmd(&cache, "bench/big"))?;
+        rows.push((
+            "spice-hf pull, cached branch (2 API calls)".to_string(),
+            t,
+            None,
+        ));
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            cache.join("bench--big/main/.spice-manifest.json"),
+        )?)?;
+        let commit = manifest["commit"]
+            .as_str()
+            .context("manifest commit")?
+            .to_string();
+        timed(
+            "spice-hf pull (pin)",
+            spice_cmd(&cache, &format!("bench/big@{commit}")),
+        )?;
+        let t = timed(
+            "spice-hf pull (pinned, cached)",
+            spice_cmd(&cache, &format!("bench/big@{commit}")),
+        )?;
+        rows.push((
+            "spice-hf pull, cached pinned commit (no network)".to_string(),
+            t,
+            None,
+        ));
+        Ok(rows)
+    })();
+    let _ = mirror.kill();
+    let _ = mirror.wait();
+    let rows = result?;
+    let _ = std::fs::remove_dir_all(&work);
+
+    println!(
+        "\npull benchmark: {} MB file over loopback, {} cores",
+        SIZE / 1_000_000,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!("{:<52} {:>10} {:>10}", "client", "seconds", "MB/s");
+    for (name, secs, mbps) in &rows {
+        println!(
+            "{:<52} {:>10.3} {:>10}",
+            name,
+            secs,
+            mbps.map(|m| format!("{m:.1}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    let json = json!({
+        "benchmark": "pull",
+        "size_bytes": SIZE,
+        "rows": rows.iter().map(|(n, s, m)| json!({"name": n, "seconds": s, "mb_per_s": m})).collect::<Vec<_>>(),
+    });
+    if let Some(parent) = json_out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(json_out, serde_json::to_vec_pretty(&json)?)?;
+    println!("written to {}", json_out.display());
+    Ok(())
+}
+
+fn compare(a: &Path, b: &Path) -> Result<()> {
+    let load = |p: &Path| -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?)
+    };
+    let (a, b) = (load(a)?, load(b)?);
+    println!("{:<52} {:>10} {:>10} {:>8}", "row", "A s", "B s", "B/A");
+    for row in a["rows"].as_array().into_iter().flatten() {
+        let name = row["name"].as_str().unwrap_or_default();
+        let other = b["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == name);
+        let (sa, sb) = (
+            row["seconds"].as_f64().unwrap_or(0.0),
+            other.and_then(|r| r["seconds"].as_f64()),
+        );
+        match sb {
+            Some(sb) => println!("{name:<52} {sa:>10.3} {sb:>10.3} {:>8.2}", sb / sa),
+            None => println!("{name:<52} {sa:>10.3} {:>10} {:>8}", "-", "-"),
+        }
+    }
+    Ok(())
+}
