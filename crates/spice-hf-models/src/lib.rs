@@ -1,0 +1,63 @@
+//! spice-hf's model files: GGUF and safetensors readers, dequantization, and (as the
+//! inference work lands) tokenizers, chat templates, sampling and the Burn architectures.
+//!
+//! This layer loads from paths and knows nothing of HTTP or the cache layout.
+//!
+//! ```no_run
+//! # fn main() -> spice_hf_models::Result<()> {
+//! let gguf = spice_hf_models::gguf::GgufFile::open("model.gguf".as_ref())?;
+//! println!("{} tensors, architecture {}", gguf.tensors.len(), gguf.str("general.architecture")?);
+//! # Ok(()) }
+//! ```
+//!
+//! This crate has no cargo features yet.
+
+pub mod gguf;
+pub mod quant;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A GGUF file is malformed or truncated.
+    #[error("{} is not a valid GGUF file (at byte {offset}): {reason}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// Where the problem was found.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Something this build does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A filesystem operation failed.
+    #[error("could not {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The model layer's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
