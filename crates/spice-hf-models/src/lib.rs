@@ -12,10 +12,13 @@
 //!
 //! This crate has no cargo features yet.
 
+pub mod chat;
 pub mod gguf;
 pub mod quant;
+pub mod sampling;
 #[cfg(test)]
 mod tests;
+pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +36,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A tokenizer could not be loaded or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template failed to parse or render, or the model has none.
+    #[error("chat template: {0}")]
+    Template(String),
     /// Something this build does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -15,7 +15,7 @@ pub fn dequantize(ty: GgmlType, raw: &[u8], n: usize) -> Result<Vec<f32>> {
         return Err(Error::Unsupported(format!("dequantizing {ty}")));
     };
     let (block, bytes) = (block as usize, bytes as usize);
-    if n % block != 0 || raw.len() != n / block * bytes {
+    if !n.is_multiple_of(block) || raw.len() != n / block * bytes {
         return Err(Error::Unsupported(format!(
             "{ty}: {} bytes do not hold {n} elements",
             raw.len()

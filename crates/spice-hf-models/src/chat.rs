@@ -1,0 +1,126 @@
+//! Chat templates rendered with minijinja (plus Python-compatible string methods), as
+//! Hugging Face renders them: `trim_blocks`, `lstrip_blocks`, `raise_exception`, `bos_token`,
+//! `eos_token`, `add_generation_prompt`.
+
+use std::path::Path;
+
+use minijinja::{Environment, ErrorKind, Value, context};
+use serde::Serialize;
+
+use crate::gguf::{GgufFile, MetaValue};
+use crate::{Error, Result};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A message.
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
+    }
+}
+
+/// A model's chat template.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    bos: String,
+    eos: String,
+}
+
+fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+impl ChatTemplate {
+    /// A template from its source and the BOS/EOS token texts it may refer to.
+    pub fn new(source: &str, bos: &str, eos: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        }
+    }
+
+    /// The template in GGUF metadata (`tokenizer.chat_template`), if any.
+    pub fn from_gguf(gguf: &GgufFile) -> Option<Self> {
+        let source = gguf.get("tokenizer.chat_template")?.as_str()?;
+        let tokens = gguf
+            .get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array);
+        let text = |key: &str| -> String {
+            let id = gguf.get(key).and_then(MetaValue::as_u64);
+            id.and_then(|i| tokens?.get(i as usize)?.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        Some(Self::new(
+            source,
+            &text("tokenizer.ggml.bos_token_id"),
+            &text("tokenizer.ggml.eos_token_id"),
+        ))
+    }
+
+    /// The template in `tokenizer_config.json` in `dir`, if any.
+    pub fn from_dir(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("tokenizer_config.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(None);
+        };
+        let config: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Template(format!("{} is not valid JSON: {e}", path.display())))?;
+        let token_text = |v: &serde_json::Value| {
+            v.as_str()
+                .or_else(|| v["content"].as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let source = match &config["chat_template"] {
+            serde_json::Value::String(s) => s.clone(),
+            // A list of named templates: take "default".
+            serde_json::Value::Array(list) => match list.iter().find(|t| t["name"] == "default") {
+                Some(t) => t["template"].as_str().unwrap_or_default().to_string(),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(Self::new(
+            &source,
+            &token_text(&config["bos_token"]),
+            &token_text(&config["eos_token"]),
+        )))
+    }
+
+    /// Renders the conversation.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| Error::Template(e.to_string()))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template("chat", &self.source)
+            .map_err(|e| Error::Template(format!("the chat template does not parse: {e}")))?;
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| Error::Template(e.to_string()))?;
+        tmpl.render(context! {
+            messages => Value::from(minijinja::value::Serde(messages)),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos.as_str(),
+            eos_token => self.eos.as_str(),
+        })
+        .map_err(|e| Error::Template(format!("rendering the chat template failed: {e}")))
+    }
+}

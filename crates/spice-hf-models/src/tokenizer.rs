@@ -1,0 +1,203 @@
+//! Tokenizers: `tokenizer.json` through the `tokenizers` crate, or a byte-level BPE built from
+//! GGUF metadata (vocabulary, merges, token types and the model's pre-tokenizer).
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::gguf::{GgufFile, MetaValue};
+use crate::{Error, Result};
+
+/// A tokenizer plus the special tokens generation needs.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Beginning-of-sequence token.
+    pub bos: Option<u32>,
+    /// Tokens that end a turn or the text (`<|im_end|>`, `</s>`, `<|eot_id|>` ...).
+    pub eos: Vec<u32>,
+    /// Whether the model expects a BOS token before every prompt.
+    pub add_bos: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+fn tok_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(format!("{what}: {e}"))
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`; special tokens come from `tokenizer_config.json` and
+    /// `generation_config.json` beside it when present.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| tok_err(&format!("{}", path.display()), e))?;
+        let read_json = |name: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&std::fs::read(dir.join(name)).ok()?).ok()
+        };
+        let config = read_json("tokenizer_config.json").unwrap_or(json!({}));
+        let generation = read_json("generation_config.json").unwrap_or(json!({}));
+        let token_text = |v: &serde_json::Value| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v["content"].as_str().map(str::to_string))
+        };
+        let bos = token_text(&config["bos_token"]).and_then(|t| inner.token_to_id(&t));
+        let mut eos: Vec<u32> = token_text(&config["eos_token"])
+            .and_then(|t| inner.token_to_id(&t))
+            .into_iter()
+            .collect();
+        match &generation["eos_token_id"] {
+            serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|v| v as u32)),
+            serde_json::Value::Array(a) => {
+                eos.extend(a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)))
+            }
+            _ => {}
+        }
+        eos.sort_unstable();
+        eos.dedup();
+        let add_bos = config["add_bos_token"].as_bool().unwrap_or(false);
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            add_bos,
+        })
+    }
+
+    /// Builds a byte-level BPE tokenizer from GGUF metadata (`tokenizer.ggml.*`).
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model = gguf.str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(Error::Unsupported(format!(
+                "GGUF tokenizer model {model:?} (only byte-level BPE, \"gpt2\", is built from GGUF metadata; use a tokenizer.json)"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<&str>> {
+            gguf.get(key)
+                .and_then(MetaValue::as_array)
+                .ok_or_else(|| tok_err(key, "missing from the GGUF metadata"))?
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| tok_err(key, "holds a non-string")))
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let vocab: serde_json::Map<String, serde_json::Value> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), json!(i)))
+            .collect();
+        // Control (3) and user-defined (4) tokens are matched whole, before the BPE.
+        let added: Vec<_> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matches!(types.get(*i), Some(3 | 4)))
+            .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": types[i] == 3}))
+            .collect();
+        let pre = gguf
+            .get("tokenizer.ggml.pre")
+            .and_then(MetaValue::as_str)
+            .unwrap_or("default");
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let pre_tokenizer = match pre {
+            "smollm" => {
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]})
+            }
+            "gpt2" | "default" => byte_level,
+            "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "GGUF pre-tokenizer {other:?} (supported: smollm, gpt2, llama-bpe)"
+                )));
+            }
+        };
+        let spec = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges}
+        });
+        let inner = tokenizers::Tokenizer::from_bytes(
+            serde_json::to_vec(&spec).map_err(|e| tok_err("GGUF tokenizer", e))?,
+        )
+        .map_err(|e| tok_err("GGUF tokenizer", e))?;
+        let id = |key: &str| gguf.get(key).and_then(MetaValue::as_u64).map(|v| v as u32);
+        let mut eos: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
+        eos.extend(id("tokenizer.ggml.eot_token_id"));
+        eos.sort_unstable();
+        eos.dedup();
+        let add_bos = gguf
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(MetaValue::as_bool)
+            .unwrap_or(false);
+        Ok(Self {
+            inner,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos,
+            add_bos,
+        })
+    }
+
+    /// Encodes text. Special-token text (`<|im_start|>`) maps to its id; no BOS is added here.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tok_err("encode", e))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Decodes ids to text, dropping special tokens when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| tok_err("decode", e))
+    }
+
+    /// The id of a token's text.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The text of a token id.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encodes a rendered chat prompt: adds BOS once when the model wants one and the
+    /// template did not already put it there (never a double BOS).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(prompt)?;
+        if let Some(bos) = self.bos.filter(|_| self.add_bos)
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+}
