@@ -13,12 +13,15 @@
 //! This crate has no cargo features yet.
 
 pub mod chat;
+pub mod generate;
 pub mod gguf;
+pub mod llama;
 pub mod quant;
 pub mod sampling;
 #[cfg(test)]
 mod tests;
 pub mod tokenizer;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +45,27 @@ pub enum Error {
     /// A chat template failed to parse or render, or the model has none.
     #[error("chat template: {0}")]
     Template(String),
+    /// A model configuration or weight set is wrong.
+    #[error("model configuration: {0}")]
+    Config(String),
+    /// A safetensors file is malformed.
+    #[error("{} is not a valid safetensors file: {reason}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The prompt and generation do not fit the context.
+    #[error(
+        "the context is full: {needed} positions needed, {capacity} available; shorten the prompt or raise the context length"
+    )]
+    ContextFull {
+        /// Positions needed.
+        needed: usize,
+        /// Positions available.
+        capacity: usize,
+    },
     /// Something this build does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),

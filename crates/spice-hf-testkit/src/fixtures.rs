@@ -244,3 +244,27 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
         .filter(|m| m.len() == SMOLLM2_GGUF_SIZE)
         .map(|_| p)
 }
+
+/// Writes F32 tensors (`name`, PyTorch shape, values) as a safetensors file.
+pub fn write_safetensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [f32])>,
+) -> std::io::Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| {
+            (
+                n.to_string(),
+                s.to_vec(),
+                d.iter().flat_map(|f| f.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, d)| TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(std::io::Error::other)?;
+    let out = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
+    std::fs::write(path, out)
+}

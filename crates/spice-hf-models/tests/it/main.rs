@@ -3,6 +3,8 @@
 //! fixture's tokenizer.json.
 #![allow(clippy::print_stdout)] // Reason: a skipped fixture test says why.
 
+mod llama;
+mod reference;
 mod sampling;
 
 use spice_hf_models::chat::{ChatTemplate, Message};
