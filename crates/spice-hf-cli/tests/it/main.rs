@@ -304,3 +304,130 @@ async fn cache_ls_verify_rm() {
     assert!(rm.contains("removed org/tiny"), "{rm}");
     assert!(text(&output(run(&["cache", "ls"])).await.stdout).contains("no models"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_pulls_a_hub_model_and_prints_json() {
+    let mut files = fixtures::tiny_llama_files(4);
+    files.insert("README.md".into(), b"tiny".to_vec());
+    let hub = hub_with(&files).await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args([
+            "run",
+            REPO,
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "5",
+            "--seed",
+            "1",
+            "--temperature",
+            "0.8",
+            "--json",
+            "--backend",
+            "cpu",
+        ]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["backend"], "cpu");
+    let ids = v["token_ids"].as_array().unwrap();
+    assert!(!ids.is_empty() && ids.len() <= 5);
+    assert_eq!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() as usize,
+        ids.len()
+    );
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
+    assert!(v["memory"]["estimated_bytes"].as_u64().unwrap() > 0);
+    assert!(["stop", "length"].contains(&v["finish_reason"].as_str().unwrap()));
+    // Only the model files were pulled (README.md was not selected).
+    assert!(!cache.path().join("org--tiny/main/README.md").exists());
+    // Same seed, same output.
+    let again = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args([
+            "run",
+            REPO,
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "5",
+            "--seed",
+            "1",
+            "--temperature",
+            "0.8",
+            "--json",
+            "--offline",
+        ]);
+        c
+    })
+    .await;
+    let v2: serde_json::Value =
+        serde_json::from_str(text(&again.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(v2["token_ids"], v["token_ids"]);
+    // A forced backend that this build lacks is an error, not a fallback.
+    let forced = output({
+        let mut c = spice(hub.url(), cache.path());
+        c.args([
+            "run",
+            REPO,
+            "--prompt",
+            "x",
+            "--backend",
+            "cuda",
+            "--offline",
+        ]);
+        c
+    })
+    .await;
+    assert!(!forced.status.success());
+    assert!(
+        text(&forced.stderr).contains("not compiled into this build"),
+        "{}",
+        text(&forced.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_smollm2_gguf_answers_paris() {
+    let Some(gguf) = fixtures::smollm2_gguf() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run `cargo xtask fixtures` first"
+        );
+        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let out = output({
+        let mut c = spice("http://127.0.0.1:9", cache.path());
+        c.args(["run"]).arg(&gguf).args([
+            "--prompt",
+            "What is the capital of France?",
+            "--json",
+            "--context",
+            "256",
+        ]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("The capital of France is Paris."),
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        v["token_ids"],
+        serde_json::json!([504, 3575, 282, 4649, 314, 7042, 30, 2])
+    );
+    assert_eq!(v["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], 37);
+    assert!(v["memory"]["peak_rss_bytes"].as_u64().unwrap() > 100 << 20);
+}

@@ -1,0 +1,323 @@
+//! `spice-hf run`, `backends` and `estimate`: resolve a model (path or Hub reference), pick the
+//! backend, check memory, load, apply the chat template and stream the answer.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use spice_hf_backend::BackendKind;
+use spice_hf_hub::{HubClient, HubConfig, ModelRef, PullOptions, Selection, gguf_quant_matches};
+use spice_hf_models::chat::Message;
+use spice_hf_models::footprint::{Footprint, available_memory, peak_rss};
+use spice_hf_models::generate::{Flow, GenerateParams, generate};
+use spice_hf_models::loaded::ModelFiles;
+use spice_hf_models::sampling::SamplingParams;
+
+/// Where a model comes from and how to fetch it.
+#[derive(Debug, Args)]
+pub(crate) struct ModelArgs {
+    /// A Hub reference ([hf:]org/name[@revision]), a model directory or a .gguf file.
+    model: String,
+    /// GGUF quantization to use from a Hub repository (q4_1, Q8_0, ...).
+    #[arg(long)]
+    quant: Option<String>,
+    /// Hugging Face token (prefer HF_TOKEN or a token file).
+    #[arg(long, alias = "hf-token")]
+    token: Option<String>,
+    /// Hub endpoint [env: HF_ENDPOINT].
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// No network: use the cache only [env: HF_HUB_OFFLINE].
+    #[arg(long)]
+    offline: bool,
+    /// Cache root [env: SPICE_MODELS_DIR].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Context length (prompt plus answer) to size the KV cache for.
+    #[arg(long, default_value_t = 2048)]
+    context: usize,
+}
+
+/// `spice-hf run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The user's message.
+    #[arg(long, short)]
+    prompt: String,
+    /// A system message (replaces the template's default).
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the prompt as plain text, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Minimum probability relative to the best token (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Random seed (same seed, same answer).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
+    #[arg(long)]
+    backend: Option<String>,
+    /// Print one JSON object with ids, usage, timings and memory on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `spice-hf estimate`.
+#[derive(Debug, Args)]
+pub(crate) struct EstimateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Headroom added on top, as a fraction.
+    #[arg(long, default_value_t = 0.25)]
+    headroom: f64,
+}
+
+/// Turns the model argument into a path, pulling from the Hub when it is a reference.
+async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
+    let as_path = PathBuf::from(&args.model);
+    if as_path.exists() {
+        return Ok(as_path);
+    }
+    let model = ModelRef::parse(&args.model)?;
+    let mut config = HubConfig::from_env(args.token.as_deref())?;
+    if let Some(ep) = &args.endpoint {
+        config.endpoint = ep.clone();
+    }
+    config.offline |= args.offline;
+    let client = HubClient::new(config)?;
+    let cache = match &args.cache_dir {
+        Some(d) => spice_hf_cache::Cache::new(d),
+        None => spice_hf_cache::Cache::from_env()?,
+    };
+    let selection = match &args.quant {
+        Some(q) => Selection {
+            include: vec!["*.gguf".into(), "*.json".into()],
+            exclude: vec![],
+            quant: Some(q.clone()),
+        },
+        None => Selection {
+            include: vec!["*.json".into(), "*.safetensors".into()],
+            exclude: vec![],
+            quant: None,
+        },
+    };
+    let opts = PullOptions {
+        selection,
+        ..PullOptions::default()
+    };
+    let bars = crate::progress::Bars::new();
+    let report = client.pull(&cache, &model, &opts, &bars).await;
+    bars.finish();
+    let report =
+        report.with_context(|| format!("pulling {model} (for a GGUF repository, pass --quant)"))?;
+    if let Some(q) = &args.quant {
+        let file = report
+            .files
+            .iter()
+            .find(|f| gguf_quant_matches(&f.path, q))
+            .context("the pulled files hold no GGUF of that quantization")?;
+        return Ok(report.dir.join(&file.path));
+    }
+    Ok(report.dir)
+}
+
+fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<BackendKind>> {
+    match arg {
+        Some(b) if !b.eq_ignore_ascii_case("auto") => Ok(Some(BackendKind::parse(b)?)),
+        Some(_) => Ok(None),
+        None => Ok(spice_hf_backend::forced_from_env()?),
+    }
+}
+
+fn gib(b: u64) -> String {
+    indicatif::HumanBytes(b).to_string()
+}
+
+fn preflight(footprint: &Footprint, backend: BackendKind) -> anyhow::Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if footprint.total() > available {
+        bail!(
+            "the model needs about {} ({} of weights as f32, {} of KV cache, {} headroom) but only {} is available on the {backend} device; \
+             use a smaller model, a shorter --context, or free memory",
+            gib(footprint.total()),
+            gib(footprint.weights_bytes),
+            gib(footprint.kv_cache_bytes),
+            gib(footprint.headroom_bytes),
+            gib(available)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let path = resolve(&args.model).await?;
+    let files = ModelFiles::open(&path)?;
+    let footprint = files.footprint(args.model.context, 0.25)?;
+    let choice = spice_hf_backend::choose(forced_backend(args.backend.as_deref())?)?;
+    preflight(&footprint, choice.kind)?;
+    let started = Instant::now();
+    let spinner = crate::progress::spinner(&format!("loading {}", path.display()));
+    let loaded = files.load(args.model.context, &choice.device);
+    spinner.finish_and_clear();
+    let loaded = loaded?;
+    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let prompt_ids = if args.raw {
+        loaded.tokenizer.encode_prompt(&args.prompt)?
+    } else {
+        let Some(template) = &loaded.template else {
+            bail!(
+                "{} has no chat template; pass --raw to send the prompt as plain text",
+                path.display()
+            );
+        };
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", &args.prompt));
+        loaded
+            .tokenizer
+            .encode_prompt(&template.render(&messages, true)?)?
+    };
+    let params = GenerateParams {
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+            ..SamplingParams::default()
+        },
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        stop_token_ids: Vec::new(),
+    };
+    let mut stdout = std::io::stdout();
+    let out = generate(
+        &loaded.model,
+        &loaded.tokenizer,
+        &prompt_ids,
+        &params,
+        |piece| {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+            Flow::Continue
+        },
+    )?;
+    let _ = writeln!(stdout);
+    if args.json {
+        let decoded = out.completion_tokens().saturating_sub(1);
+        let json = serde_json::json!({
+            "text": out.text,
+            "token_ids": out.token_ids,
+            "finish_reason": out.finish_reason.as_str(),
+            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens()},
+            "timings": {
+                "load_ms": load_ms,
+                "ttft_ms": out.ttft_ms,
+                "prefill_tokens_per_s": out.prompt_tokens as f64 / (out.prefill_ms / 1000.0),
+                "decode_tokens_per_s": if out.decode_ms > 0.0 { decoded as f64 / (out.decode_ms / 1000.0) } else { 0.0 },
+            },
+            "backend": choice.kind.name(),
+            "memory": {"estimated_bytes": footprint.total(), "peak_rss_bytes": peak_rss()},
+        });
+        let _ = writeln!(stdout, "{json}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn backends() -> anyhow::Result<ExitCode> {
+    let forced = spice_hf_backend::forced_from_env()?;
+    println!("{:<6} {:<9} STATUS", "BACKEND", "COMPILED");
+    for probe in spice_hf_backend::probe_all() {
+        let status = match &probe.status {
+            Ok(()) => "available".to_string(),
+            Err(reason) => format!("unavailable: {reason}"),
+        };
+        println!(
+            "{:<7} {:<9} {status}",
+            probe.kind.name(),
+            if probe.kind.compiled() { "yes" } else { "no" }
+        );
+    }
+    let choice = spice_hf_backend::choose(forced)?;
+    let how = if choice.forced {
+        "forced by SPICE_HF_BACKEND"
+    } else {
+        "best available"
+    };
+    println!("\nwould use: {} ({how})", choice.kind);
+    for s in &choice.skipped {
+        println!("  skipped {}: {}", s.kind, s.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
+    let path = resolve(&args.model).await?;
+    let files = ModelFiles::open(&path)?;
+    let cfg = files.config()?;
+    let f = files.footprint(args.model.context, args.headroom)?;
+    println!("model       {}", path.display());
+    println!(
+        "parameters  {:.1} M ({} layers, hidden {}, vocab {})",
+        f.parameters as f64 / 1e6,
+        cfg.layers,
+        cfg.hidden,
+        cfg.vocab
+    );
+    println!("on disk     {}", gib(f.file_bytes));
+    println!("weights     {} (f32 in memory)", gib(f.weights_bytes));
+    println!(
+        "KV cache    {} ({} positions)",
+        gib(f.kv_cache_bytes),
+        args.model.context
+    );
+    println!(
+        "headroom    {} ({:.0}%)",
+        gib(f.headroom_bytes),
+        args.headroom * 100.0
+    );
+    println!("total       {}", gib(f.total()));
+    if let Some(avail) = available_memory() {
+        println!("available   {}", gib(avail));
+    }
+    println!(
+        "\nstored as (per {:.1} M parameters): f16 {}  q8_0 {}  q5_0 {}  q4_0 {}",
+        f.parameters as f64 / 1e6,
+        gib(f.parameters * 2),
+        gib(f.parameters * 34 / 32),
+        gib(f.parameters * 22 / 32),
+        gib(f.parameters * 18 / 32)
+    );
+    Ok(ExitCode::SUCCESS)
+}
