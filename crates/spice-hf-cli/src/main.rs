@@ -47,7 +47,7 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct CacheDirArg {
+pub(crate) struct CacheDirArg {
     /// Cache root [env: SPICE_MODELS_DIR] [default: ~/.spice/models].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -59,6 +59,42 @@ impl CacheDirArg {
             Some(d) => Cache::new(d),
             None => Cache::from_env()?,
         })
+    }
+}
+
+/// How to reach the Hub and where the cache is (shared by `pull`, `run` and `estimate`).
+#[derive(Debug, Args)]
+pub(crate) struct HubArgs {
+    /// Hugging Face token (prefer HF_TOKEN or a token file: a flag shows in `ps`).
+    #[arg(long, alias = "hf-token")]
+    token: Option<String>,
+    /// Hub endpoint [env: HF_ENDPOINT] [default: https://huggingface.co].
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// No network: serve from the cache or fail [env: HF_HUB_OFFLINE].
+    #[arg(long)]
+    offline: bool,
+    #[command(flatten)]
+    cache: CacheDirArg,
+}
+
+impl HubArgs {
+    /// The client: environment first, then these flags.
+    pub(crate) fn client(&self, max_parallel: Option<usize>) -> anyhow::Result<HubClient> {
+        let mut config = HubConfig::from_env(self.token.as_deref())?;
+        if let Some(ep) = &self.endpoint {
+            config.endpoint = ep.clone();
+        }
+        config.offline |= self.offline;
+        if let Some(n) = max_parallel {
+            config.max_parallel = n.max(1);
+        }
+        Ok(HubClient::new(config)?)
+    }
+
+    /// The cache.
+    pub(crate) fn cache(&self) -> anyhow::Result<Cache> {
+        self.cache.cache()
     }
 }
 
@@ -78,17 +114,8 @@ struct PullArgs {
     /// GGUF quantization to pick (q4_1, Q8_0, ...).
     #[arg(long)]
     quant: Option<String>,
-    /// Hugging Face token (prefer HF_TOKEN or a token file: a flag shows in `ps`).
-    #[arg(long, alias = "hf-token")]
-    token: Option<String>,
-    /// Hub endpoint [env: HF_ENDPOINT] [default: https://huggingface.co].
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// No network: serve from the cache or fail [env: HF_HUB_OFFLINE].
-    #[arg(long)]
-    offline: bool,
     #[command(flatten)]
-    cache: CacheDirArg,
+    hub: HubArgs,
     /// Files downloaded at once.
     #[arg(long, default_value_t = 8)]
     max_parallel: usize,
@@ -230,14 +257,8 @@ async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     if let Some(rev) = &args.revision {
         model = ModelRef::new(model.repo(), rev)?;
     }
-    let mut config = HubConfig::from_env(args.token.as_deref())?;
-    if let Some(ep) = args.endpoint {
-        config.endpoint = ep;
-    }
-    config.offline |= args.offline;
-    config.max_parallel = args.max_parallel.max(1);
-    let client = HubClient::new(config)?;
-    let cache = args.cache.cache()?;
+    let client = args.hub.client(Some(args.max_parallel))?;
+    let cache = args.hub.cache()?;
     let opts = PullOptions {
         selection: Selection {
             include: args.include,

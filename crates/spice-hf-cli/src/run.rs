@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use spice_hf_backend::BackendKind;
-use spice_hf_hub::{HubClient, HubConfig, ModelRef, PullOptions, Selection, gguf_quant_matches};
+use spice_hf_hub::{ModelRef, PullOptions, Selection, gguf_quant_matches};
 use spice_hf_models::chat::Message;
 use spice_hf_models::footprint::{Footprint, available_memory, peak_rss};
 use spice_hf_models::generate::{Flow, GenerateParams, generate};
@@ -24,18 +24,8 @@ pub(crate) struct ModelArgs {
     /// GGUF quantization to use from a Hub repository (q4_1, Q8_0, ...).
     #[arg(long)]
     quant: Option<String>,
-    /// Hugging Face token (prefer HF_TOKEN or a token file).
-    #[arg(long, alias = "hf-token")]
-    token: Option<String>,
-    /// Hub endpoint [env: HF_ENDPOINT].
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// No network: use the cache only [env: HF_HUB_OFFLINE].
-    #[arg(long)]
-    offline: bool,
-    /// Cache root [env: SPICE_MODELS_DIR].
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    hub: crate::HubArgs,
     /// Context length (prompt plus answer) to size the KV cache for.
     #[arg(long, default_value_t = 2048)]
     context: usize,
@@ -85,6 +75,9 @@ pub(crate) struct RunArgs {
     /// Print one JSON object with ids, usage, timings and memory on the last line.
     #[arg(long)]
     json: bool,
+    /// Keep generating past end-of-turn tokens (for benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 /// `spice-hf estimate`.
@@ -104,16 +97,8 @@ async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
         return Ok(as_path);
     }
     let model = ModelRef::parse(&args.model)?;
-    let mut config = HubConfig::from_env(args.token.as_deref())?;
-    if let Some(ep) = &args.endpoint {
-        config.endpoint = ep.clone();
-    }
-    config.offline |= args.offline;
-    let client = HubClient::new(config)?;
-    let cache = match &args.cache_dir {
-        Some(d) => spice_hf_cache::Cache::new(d),
-        None => spice_hf_cache::Cache::from_env()?,
-    };
+    let client = args.hub.client(None)?;
+    let cache = args.hub.cache()?;
     let selection = match &args.quant {
         Some(q) => Selection {
             include: vec!["*.gguf".into(), "*.json".into()],
@@ -220,6 +205,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         stop_token_ids: Vec::new(),
+        ignore_eos: args.ignore_eos,
     };
     let mut stdout = std::io::stdout();
     let out = generate(

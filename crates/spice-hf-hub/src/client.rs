@@ -678,12 +678,7 @@ impl HubClient {
                 }
             }
         };
-        let done = part.finish();
-        if done.is_err() {
-            progress.file_failed(&file.path);
-        }
-        done?;
-        progress.file_done(&file.path);
+        finish_reported(part.finish(), &file.path, progress)?;
         Ok(etag)
     }
 
@@ -870,12 +865,7 @@ impl HubClient {
                 }
             }
         }
-        let done = part.finish();
-        if done.is_err() {
-            progress.file_failed(&file.path);
-        }
-        done?;
-        progress.file_done(&file.path);
+        finish_reported(part.finish(), &file.path, progress)?;
         Ok(etag)
     }
 
@@ -967,6 +957,24 @@ impl Default for RangeParallel {
             min_size: 64 << 20,
             chunk_size: 16 << 20,
             connections: 4,
+        }
+    }
+}
+
+/// Reports the outcome of a part's final verification to the progress display.
+fn finish_reported<T>(
+    done: spice_hf_cache::Result<T>,
+    path: &str,
+    progress: &dyn crate::Progress,
+) -> Result<T> {
+    match done {
+        Ok(v) => {
+            progress.file_done(path);
+            Ok(v)
+        }
+        Err(e) => {
+            progress.file_failed(path);
+            Err(e.into())
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Token ids that end generation besides the tokenizer's end-of-turn tokens.
     pub stop_token_ids: Vec<u32>,
+    /// Keep going past end-of-turn tokens (benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateParams {
@@ -28,6 +30,7 @@ impl Default for GenerateParams {
             max_tokens: 256,
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
@@ -109,7 +112,9 @@ pub fn generate(
     let mut ttft_ms = 0.0;
     let mut first_at = None;
     let mut finish = FinishReason::Length;
-    let stops = |t: u32| tokenizer.eos.contains(&t) || params.stop_token_ids.contains(&t);
+    let stops = |t: u32| {
+        !params.ignore_eos && (tokenizer.eos.contains(&t) || params.stop_token_ids.contains(&t))
+    };
     while out.len() < params.max_tokens {
         let next = sampler.sample(&logits, &history);
         if first_at.is_none() {
