@@ -30,6 +30,8 @@ enum Command {
     Pull(PullArgs),
     /// Answer a prompt with a model (pulling it first when it is a Hub reference).
     Run(run::RunArgs),
+    /// Chat with a model in the terminal (multi-turn; `/reset`, `/exit`).
+    Chat(run::ChatArgs),
     /// Show which backends this build has, which work here, and which would be chosen.
     Backends,
     /// Estimate the memory a model needs, per component, from its file headers.
@@ -198,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Pull(args) => pull(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Chat(args) => run::chat(args).await,
         Command::Backends => run::backends(),
         Command::Estimate(args) => run::estimate(args).await,
         Command::Cache { command } => cache(command),

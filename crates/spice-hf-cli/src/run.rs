@@ -31,20 +31,9 @@ pub(crate) struct ModelArgs {
     context: usize,
 }
 
-/// `spice-hf run`.
+/// Generation settings shared by `run` and `chat`.
 #[derive(Debug, Args)]
-pub(crate) struct RunArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// The user's message.
-    #[arg(long, short)]
-    prompt: String,
-    /// A system message (replaces the template's default).
-    #[arg(long)]
-    system: Option<String>,
-    /// Send the prompt as plain text, without the chat template.
-    #[arg(long)]
-    raw: bool,
+pub(crate) struct GenArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
@@ -69,15 +58,62 @@ pub(crate) struct RunArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
-    #[arg(long)]
-    backend: Option<String>,
-    /// Print one JSON object with ids, usage, timings and memory on the last line.
-    #[arg(long)]
-    json: bool,
     /// Keep generating past end-of-turn tokens (for benchmarks).
     #[arg(long)]
     ignore_eos: bool,
+    /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
+    #[arg(long)]
+    backend: Option<String>,
+    /// A system message (replaces the template's default).
+    #[arg(long)]
+    system: Option<String>,
+}
+
+impl GenArgs {
+    fn params(&self) -> GenerateParams {
+        GenerateParams {
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+                ..SamplingParams::default()
+            },
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: self.ignore_eos,
+        }
+    }
+}
+
+/// `spice-hf run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    generation: GenArgs,
+    /// The user's message.
+    #[arg(long, short)]
+    prompt: String,
+    /// Send the prompt as plain text, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Print one JSON object with ids, usage, timings and memory on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `spice-hf chat`.
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    generation: GenArgs,
 }
 
 /// `spice-hf estimate`.
@@ -161,52 +197,64 @@ fn preflight(footprint: &Footprint, backend: BackendKind) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let path = resolve(&args.model).await?;
+/// A model loaded for generation, with what `--json` reports.
+struct Ready {
+    loaded: spice_hf_models::loaded::LoadedModel,
+    path: PathBuf,
+    backend: BackendKind,
+    footprint: Footprint,
+    load_ms: f64,
+}
+
+/// Resolves, checks memory, picks the backend and loads.
+async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> {
+    let path = resolve(model).await?;
     let files = ModelFiles::open(&path)?;
-    let footprint = files.footprint(args.model.context, 0.25)?;
-    let choice = spice_hf_backend::choose(forced_backend(args.backend.as_deref())?)?;
+    let footprint = files.footprint(model.context, 0.25)?;
+    let choice = spice_hf_backend::choose(forced_backend(generation.backend.as_deref())?)?;
     preflight(&footprint, choice.kind)?;
     let started = Instant::now();
     let spinner = crate::progress::spinner(&format!("loading {}", path.display()));
-    let loaded = files.load(args.model.context, &choice.device);
+    let loaded = files.load(model.context, &choice.device);
     spinner.finish_and_clear();
     let loaded = loaded?;
-    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(Ready {
+        loaded,
+        path,
+        backend: choice.kind,
+        footprint,
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
 
+/// Renders a conversation with the model's template (an error when it has none).
+fn chat_prompt(ready: &Ready, messages: &[Message]) -> anyhow::Result<Vec<u32>> {
+    let Some(template) = &ready.loaded.template else {
+        bail!(
+            "{} has no chat template; pass --raw to send the prompt as plain text",
+            ready.path.display()
+        );
+    };
+    Ok(ready
+        .loaded
+        .tokenizer
+        .encode_prompt(&template.render(messages, true)?)?)
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let ready = load(&args.model, &args.generation).await?;
+    let loaded = &ready.loaded;
     let prompt_ids = if args.raw {
         loaded.tokenizer.encode_prompt(&args.prompt)?
     } else {
-        let Some(template) = &loaded.template else {
-            bail!(
-                "{} has no chat template; pass --raw to send the prompt as plain text",
-                path.display()
-            );
-        };
         let mut messages = Vec::new();
-        if let Some(system) = &args.system {
+        if let Some(system) = &args.generation.system {
             messages.push(Message::new("system", system));
         }
         messages.push(Message::new("user", &args.prompt));
-        loaded
-            .tokenizer
-            .encode_prompt(&template.render(&messages, true)?)?
+        chat_prompt(&ready, &messages)?
     };
-    let params = GenerateParams {
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repetition_penalty: args.repetition_penalty,
-            seed: args.seed,
-            ..SamplingParams::default()
-        },
-        max_tokens: args.max_tokens,
-        stop: args.stop.clone(),
-        stop_token_ids: Vec::new(),
-        ignore_eos: args.ignore_eos,
-    };
+    let params = args.generation.params();
     let mut stdout = std::io::stdout();
     let out = generate(
         &loaded.model,
@@ -228,15 +276,71 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "finish_reason": out.finish_reason.as_str(),
             "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens()},
             "timings": {
-                "load_ms": load_ms,
+                "load_ms": ready.load_ms,
                 "ttft_ms": out.ttft_ms,
                 "prefill_tokens_per_s": out.prompt_tokens as f64 / (out.prefill_ms / 1000.0),
                 "decode_tokens_per_s": if out.decode_ms > 0.0 { decoded as f64 / (out.decode_ms / 1000.0) } else { 0.0 },
             },
-            "backend": choice.kind.name(),
-            "memory": {"estimated_bytes": footprint.total(), "peak_rss_bytes": peak_rss()},
+            "backend": ready.backend.name(),
+            "memory": {"estimated_bytes": ready.footprint.total(), "peak_rss_bytes": peak_rss()},
         });
         let _ = writeln!(stdout, "{json}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spice-hf chat`: a multi-turn conversation on stdin/stdout. `/reset` starts over, `/exit`
+/// (or end of input) quits.
+pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let ready = load(&args.model, &args.generation).await?;
+    if ready.loaded.template.is_none() {
+        bail!(
+            "{} has no chat template, so it cannot chat; use `spice-hf run --raw`",
+            ready.path.display()
+        );
+    }
+    let params = args.generation.params();
+    let system: Vec<Message> = args
+        .generation
+        .system
+        .iter()
+        .map(|s| Message::new("system", s))
+        .collect();
+    let mut history = system.clone();
+    let interactive = std::io::stdin().is_terminal();
+    let mut stdout = std::io::stdout();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                history = system.clone();
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message::new("user", line.trim()));
+        let ids = chat_prompt(&ready, &history)?;
+        let out = generate(
+            &ready.loaded.model,
+            &ready.loaded.tokenizer,
+            &ids,
+            &params,
+            |piece| {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+                Flow::Continue
+            },
+        )?;
+        let _ = writeln!(stdout);
+        history.push(Message::new("assistant", &out.text));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -431,3 +431,97 @@ async fn run_smollm2_gguf_answers_paris() {
     assert_eq!(v["usage"]["prompt_tokens"], 37);
     assert!(v["memory"]["peak_rss_bytes"].as_u64().unwrap() > 100 << 20);
 }
+
+/// Runs `spice-hf` with `stdin` piped in.
+async fn with_stdin(mut cmd: Command, input: &'static str) -> Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_keeps_the_conversation() {
+    let Some(gguf) = fixtures::smollm2_gguf() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run `cargo xtask fixtures` first"
+        );
+        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = spice("http://127.0.0.1:9", cache.path());
+    c.arg("chat")
+        .arg(&gguf)
+        .args(["--max-tokens", "40", "--context", "512"]);
+    let out = with_stdin(
+        c,
+        "What is the capital of France?\nAnd of Germany?\n/reset\nAnd of Germany?\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "The capital of France is Paris.");
+    // The second question only makes sense with the first one in the history.
+    assert_eq!(lines[1], "The capital of Germany is Berlin.");
+    // After /reset the same words lack that context, so the answer differs.
+    assert_ne!(lines[2], lines[1], "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_a_template_refuses_chat_but_completes_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_tiny_llama(dir.path(), 2).unwrap();
+    let cfg_path = dir.path().join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = spice("http://127.0.0.1:9", dir.path());
+        c.args(args);
+        c
+    };
+    let model = dir.path().to_str().unwrap();
+    let chat = with_stdin(run(&["chat", model]), "hi\n").await;
+    assert!(!chat.status.success());
+    assert!(
+        text(&chat.stderr).contains("has no chat template"),
+        "{}",
+        text(&chat.stderr)
+    );
+    let plain = output(run(&["run", model, "--prompt", "hi"])).await;
+    assert!(!plain.status.success());
+    assert!(
+        text(&plain.stderr).contains("pass --raw"),
+        "{}",
+        text(&plain.stderr)
+    );
+    let raw = output(run(&[
+        "run",
+        model,
+        "--prompt",
+        "hi",
+        "--raw",
+        "--max-tokens",
+        "3",
+        "--json",
+    ]))
+    .await;
+    assert!(raw.status.success(), "{}", text(&raw.stderr));
+}
