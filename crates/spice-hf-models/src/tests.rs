@@ -456,3 +456,53 @@ fn real_smollm2_gguf_matches_the_reference_reader() {
         }
     }
 }
+
+/// A bounded mutation fuzz of the GGUF parser: thousands of seeded random corruptions of a
+/// valid file (flipped bytes, overwritten counts, truncations) must each give `Ok` or a clear
+/// `Error::Gguf`, never a panic and never a huge allocation.
+#[test]
+fn gguf_mutation_fuzz() {
+    let base = valid();
+    let mut x = 0x853c_49e6_748f_ea9bu64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut errors = 0;
+    for _ in 0..20_000 {
+        let mut v = base.clone();
+        match next() % 4 {
+            0 => {
+                let i = (next() as usize) % v.len();
+                v[i] ^= 1 << (next() % 8);
+            }
+            1 => {
+                // Overwrite 8 bytes with a large or boundary value (counts, lengths, offsets).
+                let i = (next() as usize) % (v.len() - 8);
+                let val = [u64::MAX, u64::MAX / 2, 1 << 40, 0, 33, next()][(next() % 6) as usize];
+                v[i..i + 8].copy_from_slice(&val.to_le_bytes());
+            }
+            2 => v.truncate((next() as usize) % v.len()),
+            _ => {
+                let i = (next() as usize) % v.len();
+                v[i] = (next() % 256) as u8;
+            }
+        }
+        match parse(&v) {
+            Ok(f) => {
+                // Whatever parsed must be readable within the buffer.
+                for t in &f.tensors {
+                    assert!(f.data_offset + t.offset + t.byte_len() <= v.len() as u64);
+                }
+            }
+            Err(Error::Gguf { .. }) => errors += 1,
+            Err(other) => panic!("unexpected error kind: {other}"),
+        }
+    }
+    assert!(
+        errors > 10_000,
+        "most mutations must be rejected ({errors})"
+    );
+}
