@@ -346,8 +346,9 @@ impl Llama {
             let k = self.rope(heads(&layer.wk, kvh), pos);
             let v = heads(&layer.wv, kvh);
             let range = [0..1, 0..kvh, pos..t, 0..hd];
-            cache.k[l] = cache.k[l].clone().slice_assign(range.clone(), k);
-            cache.v[l] = cache.v[l].clone().slice_assign(range, v);
+            // Owned, so the cache buffer is written in place rather than copied per token.
+            cache.k[l].inplace(|c| c.slice_assign(range.clone(), k));
+            cache.v[l].inplace(|c| c.slice_assign(range, v));
             let k_all = cache.k[l].clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
             let v_all = cache.v[l].clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
             let qg = q.reshape([1, kvh, rep * s, hd]);
