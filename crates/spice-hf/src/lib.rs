@@ -5,8 +5,11 @@
 //!
 //! - [`hub`]: model references, tokens, the retrying, verifying Hub client ([`spice_hf_hub`]).
 //! - [`cache`]: the verified on-disk cache ([`spice_hf_cache`]).
+//! - [`backend`]: backend probing and selection ([`spice_hf_backend`]).
+//! - [`models`]: GGUF/safetensors loading, the Llama family in Burn, tokenizers, chat templates,
+//!   sampling ([`spice_hf_models`]).
 //!
-//! Backends, models, the runtime and telemetry join as their crates land.
+//! The runtime and telemetry join as their crates land.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,11 +21,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate has no cargo features yet; the backend features (`cuda`, `wgpu`, `metal`,
-//! `vulkan`) arrive with the backend layer.
+//! This crate has no cargo features yet: the CPU backend is always compiled, and the GPU
+//! features (`cuda`, `wgpu`, `metal`, `vulkan`) will be forwarded to the backend layer once.
 
+pub use spice_hf_backend as backend;
 pub use spice_hf_cache as cache;
 pub use spice_hf_hub as hub;
+pub use spice_hf_models as models;
 
 #[cfg(test)]
 mod tests;
