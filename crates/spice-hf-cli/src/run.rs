@@ -241,6 +241,28 @@ fn chat_prompt(ready: &Ready, messages: &[Message]) -> anyhow::Result<Vec<u32>> 
         .encode_prompt(&template.render(messages, true)?)?)
 }
 
+/// Generates, writing the answer to stdout as it comes, then a newline.
+fn stream_answer(
+    ready: &Ready,
+    ids: &[u32],
+    params: &GenerateParams,
+) -> anyhow::Result<spice_hf_models::generate::Generated> {
+    let mut stdout = std::io::stdout();
+    let out = generate(
+        &ready.loaded.model,
+        &ready.loaded.tokenizer,
+        ids,
+        params,
+        |piece| {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+            Flow::Continue
+        },
+    )?;
+    let _ = writeln!(stdout);
+    Ok(out)
+}
+
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let ready = load(&args.model, &args.generation).await?;
     let loaded = &ready.loaded;
@@ -255,19 +277,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         chat_prompt(&ready, &messages)?
     };
     let params = args.generation.params();
+    let out = stream_answer(&ready, &prompt_ids, &params)?;
     let mut stdout = std::io::stdout();
-    let out = generate(
-        &loaded.model,
-        &loaded.tokenizer,
-        &prompt_ids,
-        &params,
-        |piece| {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
-            Flow::Continue
-        },
-    )?;
-    let _ = writeln!(stdout);
     if args.json {
         let decoded = out.completion_tokens().saturating_sub(1);
         let json = serde_json::json!({
@@ -309,7 +320,6 @@ pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut history = system.clone();
     let interactive = std::io::stdin().is_terminal();
-    let mut stdout = std::io::stdout();
     let mut lines = std::io::stdin().lock().lines();
     loop {
         if interactive {
@@ -328,18 +338,7 @@ pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
         }
         history.push(Message::new("user", line.trim()));
         let ids = chat_prompt(&ready, &history)?;
-        let out = generate(
-            &ready.loaded.model,
-            &ready.loaded.tokenizer,
-            &ids,
-            &params,
-            |piece| {
-                let _ = stdout.write_all(piece.as_bytes());
-                let _ = stdout.flush();
-                Flow::Continue
-            },
-        )?;
-        let _ = writeln!(stdout);
+        let out = stream_answer(&ready, &ids, &params)?;
         history.push(Message::new("assistant", &out.text));
     }
     Ok(ExitCode::SUCCESS)
