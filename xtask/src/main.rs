@@ -64,7 +64,49 @@ fn step(name: &str) {
     println!("\n==> {name}");
 }
 
+/// Installs what the checks need and a fresh machine lacks: cargo-deny, the Python
+/// `huggingface_hub` client (`hf`, for the mirror interop test) and the SmolLM2 fixture.
+fn ensure_tools(sh: &Shell) -> Result<()> {
+    step("tools and fixtures");
+    if cmd!(sh, "cargo deny --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_err()
+    {
+        cmd!(sh, "cargo install --locked cargo-deny")
+            .run()
+            .context("installing cargo-deny")?;
+    }
+    if cmd!(sh, "cargo nextest --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_err()
+    {
+        cmd!(sh, "cargo install --locked cargo-nextest")
+            .run()
+            .context("installing cargo-nextest")?;
+    }
+    cmd!(
+        sh,
+        "python3 -m pip install --quiet --disable-pip-version-check huggingface_hub"
+    )
+    .run()
+    .context("pip install huggingface_hub")?;
+    let code = "import sysconfig; print(sysconfig.get_path('scripts'))";
+    let scripts = cmd!(sh, "python3 -c {code}").read()?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    // Commands run through `sh` inherit the new PATH (the nextest run needs `hf`).
+    sh.set_var("PATH", format!("{}:{path}", scripts.trim()));
+    fixtures::fetch(sh)?;
+    Ok(())
+}
+
 fn ci(sh: &Shell) -> Result<()> {
+    ensure_tools(sh)?;
     let _warnings = sh.push_env("RUSTFLAGS", "-D warnings");
     step("fmt");
     cmd!(sh, "cargo fmt --all --check")
