@@ -290,8 +290,8 @@ impl HubClient {
     fn offline_guard(&self, what: &str) -> Result<(), AttemptError> {
         if self.config.offline {
             return Err(AttemptError::fatal(Error::Offline {
-                model: what.to_string(),
-                reason: "a network request was needed".into(),
+                model: "MODEL".to_string(),
+                reason: format!("`{what}` needs the network"),
             }));
         }
         Ok(())
