@@ -92,8 +92,10 @@ pub enum Flow {
     Cancel,
 }
 
-/// Generates from `prompt` (token ids, already templated), calling `on_text` with every piece
-/// of text as soon as it is safe to show.
+/// Generates from `prompt` (token ids, already templated), calling `on_text` once per generated
+/// token (end-of-turn tokens aside) with the text that became safe to show, which may be empty
+/// (a partial UTF-8 character, a possible stop string). Returning [`Flow::Cancel`] stops before
+/// the next decode step.
 pub fn generate(
     model: &Llama,
     tokenizer: &Tokenizer,
@@ -128,7 +130,7 @@ pub fn generate(
             break;
         }
         let piece = stream.push(tokenizer, next)?;
-        if !piece.is_empty() && on_text(&piece) == Flow::Cancel {
+        if on_text(&piece) == Flow::Cancel {
             finish = FinishReason::Cancelled;
             break;
         }

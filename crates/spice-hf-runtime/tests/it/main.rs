@@ -1,0 +1,1 @@
+//! Runtime integration tests on the tiny fixture model (written by the test kit).
