@@ -63,10 +63,11 @@ pub const REQUEST_MS_BUCKETS: &[f64] = &[
     20_000.0, 40_000.0, 80_000.0, 160_000.0, 600_000.0,
 ];
 
-/// Bucket bounds, in milliseconds, for inter-token latency (vLLM's list, scaled to ms).
+/// Bucket bounds, in milliseconds, for inter-token latency (vLLM's list scaled to ms, with
+/// 1-5 ms added for small models on fast hosts).
 pub const TOKEN_MS_BUCKETS: &[f64] = &[
-    10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 750.0, 1_000.0, 2_500.0,
-    5_000.0,
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 750.0,
+    1_000.0, 2_500.0, 5_000.0,
 ];
 
 /// A Prometheus recorder with spice-hf's bucket choices, and the handle that renders the text
