@@ -1,0 +1,488 @@
+//! The routes: request parsing and validation, JSON and SSE answers, the API-key check.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use spice_hf_runtime::{Completion, CompletionRequest, CompletionStream, Event, Prompt};
+use spice_hf_telemetry::{TaskFilter, names};
+
+use crate::openai::{ChatRequest, Sampling, TextRequest, Usage, check_fields};
+use crate::{ApiError, App};
+
+type AppState = State<Arc<App>>;
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(text))
+        .route("/v1/models", get(models))
+        .route("/v1/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/task_history", get(task_history))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .with_state(app)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn auth(State(app): AppState, request: Request, next: Next) -> Response {
+    use sha2::Digest as _;
+    use subtle::ConstantTimeEq as _;
+    let Some(expected) = app.api_key_digest else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(key) if bool::from(sha2::Sha256::digest(key.as_bytes()).ct_eq(&expected)) => {
+            next.run(request).await
+        }
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "missing or wrong API key; send `Authorization: Bearer <key>` with the key the server was started with".into(),
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_route",
+        format!(
+            "no route {} {}; see GET /v1/models, POST /v1/chat/completions, POST /v1/completions",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Counts a request refused before it reached the runtime (which counts everything after).
+fn count_refusal(app: &App, model: Option<&str>, stream: bool, kind: &'static str) {
+    let model = match model {
+        Some(m) if app.runtime.model(m).is_ok() => m.to_string(),
+        _ => "unknown".to_string(),
+    };
+    let stream = if stream { "true" } else { "false" };
+    metrics::counter!(names::REQUESTS, names::MODEL => model.clone(), names::STREAM => stream)
+        .increment(1);
+    metrics::counter!(names::FAILURES, names::MODEL => model, names::STREAM => stream, names::ERROR_KIND => kind)
+        .increment(1);
+}
+
+/// Parses the body into the endpoint's request and the shared sampling fields.
+fn parse<T: DeserializeOwned>(bytes: &[u8], fields: &[&str]) -> Result<(T, Sampling), ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
+    check_fields(&value, fields)?;
+    Ok((typed(&value)?, typed(&value)?))
+}
+
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body" } else { path.as_str() };
+        ApiError::invalid(field, e.inner().to_string())
+    })
+}
+
+/// The model name and stream flag of a body, read leniently for metric labels.
+fn peek(bytes: &[u8]) -> (Option<String>, bool) {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    (
+        v["model"].as_str().map(str::to_string),
+        v["stream"].as_bool().unwrap_or(false),
+    )
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:024x}", rand::random::<u128>() >> 32)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+struct Prepared {
+    model: Arc<spice_hf_runtime::ServedModel>,
+    request: CompletionRequest,
+    include_usage: bool,
+    echo: Option<String>,
+}
+
+fn prepare(app: &App, body: &[u8], kind: Kind) -> Result<Prepared, ApiError> {
+    let (model_name, stream, options, sampling, prompt, echo) = match kind {
+        Kind::Chat => {
+            let (req, sampling): (ChatRequest, _) = parse(body, &["messages"])?;
+            let prompt = Prompt::Chat(req.messages()?);
+            (
+                req.model,
+                req.stream,
+                req.stream_options,
+                sampling,
+                prompt,
+                None,
+            )
+        }
+        Kind::Text => {
+            let (req, sampling): (TextRequest, _) = parse(body, &["prompt", "echo"])?;
+            let text = req.prompt()?;
+            let echo = req.echo.then(|| text.clone());
+            (
+                req.model,
+                req.stream,
+                req.stream_options,
+                sampling,
+                Prompt::Text(text),
+                echo,
+            )
+        }
+    };
+    if options.is_some() && !stream {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "only allowed when `stream` is true",
+        ));
+    }
+    let model = app.runtime.model(&model_name)?;
+    let params = sampling.params(&model.spec().defaults, model.spec().context_length)?;
+    let prefix = if kind == Kind::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    };
+    Ok(Prepared {
+        model,
+        request: CompletionRequest {
+            prompt,
+            params: Some(params),
+            stream,
+            id: new_id(prefix),
+        },
+        include_usage: options.is_some_and(|o| o.include_usage),
+        echo,
+    })
+}
+
+async fn chat(State(app): AppState, body: Bytes) -> Response {
+    complete(&app, &body, Kind::Chat).await
+}
+
+async fn text(State(app): AppState, body: Bytes) -> Response {
+    complete(&app, &body, Kind::Text).await
+}
+
+async fn complete(app: &App, body: &[u8], kind: Kind) -> Response {
+    let prepared = match prepare(app, body, kind) {
+        Ok(p) => p,
+        Err(e) => {
+            let (model, stream) = peek(body);
+            count_refusal(app, model.as_deref(), stream, "validation");
+            return e.into_response();
+        }
+    };
+    let Prepared {
+        model,
+        request,
+        include_usage,
+        echo,
+    } = prepared;
+    let created = unix_now();
+    if request.stream {
+        match model.stream(request.clone()).await {
+            Ok(stream) => sse(
+                stream,
+                Chunker {
+                    kind,
+                    id: request.id,
+                    model: model.name().to_string(),
+                    created,
+                    include_usage,
+                },
+                echo,
+            ),
+            Err(e) => ApiError::from(e).into_response(),
+        }
+    } else {
+        match model.generate(request).await {
+            Ok(c) if c.finish_reason == "cancelled" => {
+                ApiError::from(spice_hf_runtime::Error::ShuttingDown).into_response()
+            }
+            Ok(c) => axum::Json(body_json(kind, &c, created, echo.as_deref())).into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        }
+    }
+}
+
+fn body_json(kind: Kind, c: &Completion, created: u64, echo: Option<&str>) -> Value {
+    let usage = Usage::new(c.prompt_tokens, c.completion_tokens);
+    match kind {
+        Kind::Chat => json!({
+            "id": c.id, "object": "chat.completion", "created": created, "model": c.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": null,
+                "finish_reason": c.finish_reason,
+            }],
+            "usage": usage,
+        }),
+        Kind::Text => json!({
+            "id": c.id, "object": "text_completion", "created": created, "model": c.model,
+            "choices": [{
+                "index": 0,
+                "text": format!("{}{}", echo.unwrap_or(""), c.text),
+                "logprobs": null,
+                "finish_reason": c.finish_reason,
+            }],
+            "usage": usage,
+        }),
+    }
+}
+
+/// Builds one SSE chunk.
+struct Chunker {
+    kind: Kind,
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+}
+
+impl Chunker {
+    fn chunk(&self, content: Option<&str>, role: bool, finish: Option<&str>) -> SseEvent {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let mut delta = serde_json::Map::new();
+                if role {
+                    delta.insert("role".into(), "assistant".into());
+                }
+                if let Some(c) = content {
+                    delta.insert("content".into(), c.into());
+                }
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            Kind::Text => {
+                json!({"index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
+        };
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Text => "text_completion",
+        };
+        let mut body = json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": [choice],
+        });
+        if self.include_usage {
+            body["usage"] = Value::Null;
+        }
+        SseEvent::default().data(body.to_string())
+    }
+
+    fn usage(&self, c: &Completion) -> SseEvent {
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Text => "text_completion",
+        };
+        SseEvent::default().data(
+            json!({
+                "id": self.id, "object": object, "created": self.created, "model": self.model,
+                "choices": [], "usage": Usage::new(c.prompt_tokens, c.completion_tokens),
+            })
+            .to_string(),
+        )
+    }
+
+    fn events(&self, event: Event) -> Vec<SseEvent> {
+        match event {
+            Event::Text(t) => vec![self.chunk(Some(&t), false, None)],
+            Event::Done(c) if c.finish_reason == "cancelled" => {
+                vec![error_event(&ApiError::from(
+                    spice_hf_runtime::Error::ShuttingDown,
+                ))]
+            }
+            Event::Done(c) => {
+                let mut out = vec![self.chunk(None, false, Some(c.finish_reason))];
+                if self.include_usage {
+                    out.push(self.usage(&c));
+                }
+                out.push(SseEvent::default().data("[DONE]"));
+                out
+            }
+            Event::Error(e) => vec![error_event(&ApiError::from(e))],
+        }
+    }
+}
+
+fn error_event(e: &ApiError) -> SseEvent {
+    SseEvent::default().data(serde_json::to_string(&e.body()).unwrap_or_default())
+}
+
+/// The SSE answer: a role chunk (chat) or the echoed prompt (text), the text chunks, the final
+/// chunk with the finish reason, the usage chunk when asked, `[DONE]`; or an error object then
+/// the end. Dropping the response (the client went away) drops `stream`, which cancels.
+fn sse(stream: CompletionStream, chunker: Chunker, echo: Option<String>) -> Response {
+    let chunker = Arc::new(chunker);
+    let first = match chunker.kind {
+        Kind::Chat => Some(chunker.chunk(Some(""), true, None)),
+        Kind::Text => echo.as_deref().map(|e| chunker.chunk(Some(e), false, None)),
+    };
+    let c = chunker.clone();
+    let events = futures_util::stream::iter(first)
+        .chain(stream.flat_map(move |ev| futures_util::stream::iter(c.events(ev))))
+        .map(Ok::<_, Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response()
+}
+
+async fn models(State(app): AppState) -> Response {
+    let created = unix_now();
+    let data: Vec<Value> = app
+        .runtime
+        .models()
+        .map(|m| {
+            json!({
+                "id": m.name(), "object": "model", "created": created, "owned_by": "spice-hf",
+                "ready": m.health() == spice_hf_runtime::Health::Ready,
+            })
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn health(State(app): AppState) -> Response {
+    let models: Vec<_> = app.runtime.models().map(|m| m.info()).collect();
+    axum::Json(json!({
+        "status": "ok",
+        "ready": app.runtime.ready(),
+        "models": models,
+    }))
+    .into_response()
+}
+
+async fn ready(State(app): AppState) -> Response {
+    if app.runtime.ready() {
+        return axum::Json(json!({"status": "ready"})).into_response();
+    }
+    let states: Vec<String> = app
+        .runtime
+        .models()
+        .filter(|m| m.spec().initial_load)
+        .map(|m| format!("{}: {:?}", m.name(), m.health()))
+        .collect();
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "model_not_ready",
+        format!("not ready: {}", states.join("; ")),
+    );
+    e.retry_after = Some(Duration::from_secs(1));
+    e.into_response()
+}
+
+async fn metrics(State(app): AppState) -> Response {
+    match &app.metrics {
+        Some(render) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "metrics_disabled",
+            "metrics are not enabled in this process".into(),
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    task: Option<String>,
+    /// Unix milliseconds.
+    since: Option<i64>,
+    /// Unix milliseconds.
+    until: Option<i64>,
+    trace_id: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn task_history(
+    State(app): AppState,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(history) = app.history.clone() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "task_history_disabled",
+            "the task history is not enabled in this process".into(),
+        )
+        .into_response();
+    };
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return ApiError::invalid("query", e.body_text()).into_response(),
+    };
+    let filter = TaskFilter {
+        task: q.task,
+        since_ms: q.since,
+        until_ms: q.until,
+        trace_id: q.trace_id,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    match tokio::task::spawn_blocking(move || history.recent(&filter)).await {
+        Ok(Ok(rows)) => axum::Json(json!({"object": "list", "data": rows})).into_response(),
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "task_history_error",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,589 @@
+//! Server tests: the real router on a loopback port, driven by a real HTTP client, over the
+//! tiny fixture model (and the real SmolLM2 where a generation must outlast the test's actions).
+#![allow(clippy::print_stderr)] // Reason: a skipped fixture test says why.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spice_hf_models::chat::Message;
+use spice_hf_models::generate::{Flow, GenerateParams, generate};
+use spice_hf_runtime::{LimiterConfig, ModelSpec, Runtime, Source};
+use spice_hf_server::App;
+use spice_hf_telemetry::{TaskHistory, TaskHistoryLayer};
+use spice_hf_testkit::fixtures;
+
+struct Server {
+    base: String,
+    runtime: Runtime,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn tiny_spec(dir: &Path) -> ModelSpec {
+    fixtures::write_tiny_llama(dir, 3).unwrap();
+    let mut spec = ModelSpec::new("tiny", Source::Path(dir.to_path_buf()));
+    spec.context_length = 256;
+    spec.backend = Some(spice_hf_backend::BackendKind::Cpu);
+    spec
+}
+
+async fn start(specs: Vec<ModelSpec>, configure: impl FnOnce(App) -> App, load: bool) -> Server {
+    let runtime = Runtime::new(specs).unwrap();
+    if load {
+        runtime.load_initial().await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = configure(App::new(runtime.clone()));
+    tokio::spawn(spice_hf_server::serve(
+        listener,
+        app,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    Server {
+        base,
+        runtime,
+        client: reqwest::Client::new(),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn tiny_server(configure: impl FnOnce(App) -> App) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(vec![tiny_spec(dir.path())], configure, true).await;
+    (server, dir)
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// What the model layer generates for this conversation, greedily, without the server.
+fn direct(dir: &Path, messages: &[Message], max_tokens: usize) -> (usize, Vec<u32>, String) {
+    let files = spice_hf_models::loaded::ModelFiles::open(dir).unwrap();
+    let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
+    let loaded = files.load(256, &device).unwrap();
+    let prompt = loaded
+        .template
+        .as_ref()
+        .unwrap()
+        .render(messages, true)
+        .unwrap();
+    let ids = loaded.tokenizer.encode_prompt(&prompt).unwrap();
+    let params = GenerateParams {
+        max_tokens,
+        ..GenerateParams::default()
+    };
+    let out = generate(&loaded.model, &loaded.tokenizer, &ids, &params, |_| {
+        Flow::Continue
+    })
+    .unwrap();
+    (ids.len(), out.token_ids, out.text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completion_json_and_sse_agree_with_the_model_layer() {
+    let (server, dir) = tiny_server(|a| a).await;
+    let body = json!({
+        "model": "tiny",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}],
+        "max_tokens": 9,
+        "temperature": 0,
+    });
+    let resp = server.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let (prompt_tokens, ids, text) = direct(
+        dir.path(),
+        &[
+            Message::new("system", "Be brief."),
+            Message::new("user", "Hello!"),
+        ],
+        9,
+    );
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "tiny");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["message"]["content"], text.as_str());
+    assert_eq!(v["usage"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(v["usage"]["completion_tokens"], ids.len());
+    assert_eq!(v["usage"]["total_tokens"], prompt_tokens + ids.len());
+    let finish = if ids.len() == 9 { "length" } else { "stop" };
+    assert_eq!(v["choices"][0]["finish_reason"], finish);
+
+    // Streaming: role chunk, content chunks adding up to the same text, finish chunk, usage
+    // chunk (asked for), [DONE].
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    stream_body["stream_options"] = json!({"include_usage": true});
+    let resp = server.post("/v1/chat/completions", stream_body).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, text);
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(usage["usage"]["completion_tokens"], ids.len());
+    let fin = &chunks[chunks.len() - 2];
+    assert_eq!(fin["choices"][0]["finish_reason"], finish);
+    assert!(
+        chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c["usage"].is_null() && c["object"] == "chat.completion.chunk")
+    );
+
+    // Without include_usage there is no usage chunk.
+    let mut plain = body.clone();
+    plain["stream"] = json!(true);
+    let data = sse_data(
+        &server
+            .post("/v1/chat/completions", plain)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(data.iter().all(|d| !d.contains("\"usage\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_completions_json_stream_and_echo() {
+    let (server, _dir) = tiny_server(|a| a).await;
+    let body = json!({"model": "tiny", "prompt": "abc", "max_tokens": 5, "echo": true});
+    let v: Value = server
+        .post("/v1/completions", body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["object"], "text_completion");
+    let full = v["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(full.starts_with("abc"), "{full}");
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    let data = sse_data(
+        &server
+            .post("/v1/completions", s)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let streamed: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(streamed, full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_openai_errors_naming_the_field() {
+    let (server, _dir) = tiny_server(|a| a).await;
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (
+            json!({"model": "tiny"}),
+            400,
+            "body",
+            "missing field `messages`",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "temperature": "hot"}),
+            400,
+            "temperature",
+            "invalid type",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "temprature": 0.5}),
+            400,
+            "temprature",
+            "unknown field",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "n": 2}),
+            400,
+            "n",
+            "only n = 1",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "temperature": 7}),
+            400,
+            "temperature",
+            "out of range",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "max_tokens": 0}),
+            400,
+            "max_tokens",
+            "out of range",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "tools": []}),
+            400,
+            "tools",
+            "not supported",
+        ),
+        (
+            json!({"model": "tiny", "messages": msgs, "stream_options": {"include_usage": true}}),
+            400,
+            "stream_options",
+            "stream",
+        ),
+        (
+            json!({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}),
+            400,
+            "messages[0].role",
+            "not supported",
+        ),
+        (
+            json!({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            400,
+            "messages[0].content[0]",
+            "only text",
+        ),
+        (
+            json!({"model": "tiny", "messages": [{"role": "user", "content": "x".repeat(600)}]}),
+            400,
+            "messages",
+            "context",
+        ),
+        (
+            json!({"model": "nope", "messages": msgs}),
+            404,
+            "",
+            "not served",
+        ),
+        (json!([1, 2]), 400, "body", "JSON object"),
+    ];
+    for (body, status, param, text) in cases {
+        let resp = server.post("/v1/chat/completions", body.clone()).await;
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(text), "{body}: {message}");
+        assert!(v["error"]["type"].is_string() && v["error"]["code"].is_string());
+        if !param.is_empty() {
+            assert_eq!(v["error"]["param"], param, "{body}");
+        }
+    }
+    let resp = server
+        .client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let resp = server.get("/v1/nothing").await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_guards_everything_but_health() {
+    let (server, _dir) = tiny_server(|a| a.with_api_key("s3cret-key")).await;
+    assert_eq!(server.get("/health").await.status(), 200);
+    let resp = server.get("/v1/models").await;
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    assert!(!v.to_string().contains("s3cret"));
+    for key in ["wrong", "s3cret-ke", "s3cret-key2"] {
+        let resp = server
+            .client
+            .get(format!("{}/v1/models", server.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{key}");
+    }
+    let resp = server
+        .client
+        .get(format!("{}/v1/models", server.base))
+        .bearer_auth("s3cret-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["data"][0]["id"], "tiny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_load_and_the_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(vec![tiny_spec(dir.path())], |a| a, false).await;
+    let resp = server.get("/v1/ready").await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NotLoaded")
+    );
+    // Liveness answers all along.
+    let h: Value = server.get("/health").await.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["ready"], false);
+    server.runtime.load_initial().await;
+    assert_eq!(server.get("/v1/ready").await.status(), 200);
+    let h: Value = server.get("/health").await.json().await.unwrap();
+    assert_eq!(h["ready"], true);
+    assert_eq!(h["models"][0]["backend"], "cpu");
+    assert_eq!(h["models"][0]["health"]["state"], "ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = tiny_spec(dir.path());
+    spec.limits = LimiterConfig {
+        max_concurrency: NonZeroUsize::new(1).unwrap(),
+        max_queue: 1,
+        ..LimiterConfig::default()
+    };
+    let server = Arc::new(start(vec![spec], |a| a, true).await);
+    let model = server.runtime.model("tiny").unwrap();
+    let holder = model.limiter().try_acquire().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = server
+                .post(
+                    "/v1/chat/completions",
+                    json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+                )
+                .await;
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, retry, body)
+        }));
+    }
+    for _ in 0..1000 {
+        if tasks.iter().filter(|t| t.is_finished()).count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(model.limiter().waiting(), 1);
+    drop(holder);
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, retry, body) = t.await.unwrap();
+        if status == 503 {
+            assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+            assert_eq!(body["error"]["code"], "server_overloaded");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 503, 503, 503]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_stream_frees_the_slot_and_the_row_says_cancelled() {
+    let Some(path) = fixtures::smollm2_gguf() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run `cargo xtask fixtures` first"
+        );
+        eprintln!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+        return;
+    };
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let history = TaskHistory::open_in_memory(100).unwrap();
+    let layer = TaskHistoryLayer::new(history.clone());
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer.clone()))
+        .unwrap();
+    let (recorder, handle) = spice_hf_telemetry::prometheus_recorder().unwrap();
+    metrics::set_global_recorder(recorder).unwrap();
+    let mut spec = ModelSpec::new("smol", Source::Path(path));
+    spec.context_length = 512;
+    spec.backend = Some(spice_hf_backend::BackendKind::Cpu);
+    let server = start(
+        vec![spec],
+        |a| {
+            a.with_task_history(history.clone())
+                .with_metrics(Arc::new(move || handle.render()))
+        },
+        true,
+    )
+    .await;
+    let model = server.runtime.model("smol").unwrap();
+    let mut resp = server
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "smol", "stream": true, "max_tokens": 300,
+                   "messages": [{"role": "user", "content": "Tell me a long story."}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"") || seen.matches("data:").count() < 3 {
+        let chunk = resp.chunk().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(model.limiter().running(), 1);
+    drop(resp);
+    for _ in 0..1000 {
+        if model.limiter().running() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(model.limiter().running(), 0, "the permit is free again");
+    layer.flush();
+    let rows: Value = server
+        .get("/v1/task_history?task=ai_completion")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = &rows["data"][0];
+    assert_eq!(row["labels"]["finish_reason"], "cancelled", "{rows}");
+    assert!(row["labels"]["completion_tokens"].as_u64().unwrap() < 300);
+    assert!(row["error_message"].as_str().unwrap().contains("cancelled"));
+    let text = server.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"llm_finished{model="smol",stream="true",finish_reason="cancelled"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_while_queued_leaves_the_queue() {
+    let (server, _dir) = tiny_server(|a| a).await;
+    let model = server.runtime.model("tiny").unwrap();
+    let holder = model.limiter().try_acquire().unwrap();
+    let result = server
+        .client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+    for _ in 0..1000 {
+        if model.limiter().waiting() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(model.limiter().waiting(), 0);
+    drop(holder);
+    assert_eq!(model.limiter().running(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_running_streams_with_an_error_object_and_returns() {
+    let Some(path) = fixtures::smollm2_gguf() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run `cargo xtask fixtures` first"
+        );
+        eprintln!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+        return;
+    };
+    let mut spec = ModelSpec::new("smol", Source::Path(path));
+    spec.context_length = 512;
+    spec.backend = Some(spice_hf_backend::BackendKind::Cpu);
+    let runtime = Runtime::new(vec![spec]).unwrap();
+    runtime.load_initial().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(spice_hf_server::serve(
+        listener,
+        App::new(runtime.clone()),
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_millis(200),
+    ));
+    let client = reqwest::Client::new();
+    let mut resp = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "smol", "stream": true, "max_tokens": 400,
+                      "messages": [{"role": "user", "content": "Count to a thousand."}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap()).to_string();
+    stop.send(()).unwrap();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = sse_data(&body);
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{body}");
+    assert!(!body.contains("[DONE]"));
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(runtime.in_flight(), 0);
+}
