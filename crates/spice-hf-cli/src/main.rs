@@ -2,8 +2,10 @@
 //! subscriber and draws on the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // Reason: a command-line program talks on stdout and stderr.
 
+mod config;
 mod progress;
 mod run;
+mod serve;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -32,6 +34,10 @@ enum Command {
     Run(run::RunArgs),
     /// Chat with a model in the terminal (multi-turn; `/reset`, `/exit`).
     Chat(run::ChatArgs),
+    /// Serve models over an OpenAI-compatible HTTP API (one MODEL, or --config FILE).
+    Serve(serve::ServeArgs),
+    /// List recent rows of the task history (completions, health probes, loads).
+    Tasks(serve::TasksArgs),
     /// Show which backends this build has, which work here, and which would be chosen.
     Backends,
     /// Estimate the memory a model needs, per component, from its file headers.
@@ -171,14 +177,41 @@ enum MirrorCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let mut cli = Cli::parse();
+    // `serve` opens its task history before the subscriber exists, so the layer can be added.
+    let mut prepared = None;
+    if matches!(cli.command, Command::Serve(_))
+        && let Command::Serve(args) = std::mem::replace(&mut cli.command, Command::Backends)
+    {
+        match serve::prepare(args) {
+            Ok(p) => prepared = Some(p),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPICE_HF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+    let history = prepared
+        .as_ref()
+        .and_then(|p| p.history.clone())
+        .map(spice_hf_telemetry::TaskHistoryLayer::new);
+    // Task rows are kept whatever the log level: the layer has its own filter.
+    let history_filter =
+        tracing_subscriber::filter::Targets::new().with_target("spice_hf", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .with_filter(filter),
+        )
+        .with(history.clone().map(|l| l.with_filter(history_filter)))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -187,7 +220,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = match prepared {
+        Some(p) => runtime.block_on(serve::run(p, history)),
+        None => runtime.block_on(run(cli)),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -202,6 +239,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Chat(args) => run::chat(args).await,
         Command::Backends => run::backends(),
+        Command::Serve(_) => anyhow::bail!("internal error: serve was not prepared"),
+        Command::Tasks(args) => serve::tasks(args),
         Command::Estimate(args) => run::estimate(args).await,
         Command::Cache { command } => cache(command),
         Command::Mirror {
@@ -236,7 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use spice_hf_backend::BackendKind;
-use spice_hf_hub::{ModelRef, PullOptions, Selection, gguf_quant_matches};
+use spice_hf_cache::Cache;
+use spice_hf_hub::{HubClient, ModelRef, PullOptions, Selection, gguf_quant_matches};
 use spice_hf_models::chat::Message;
 use spice_hf_models::footprint::{Footprint, available_memory, peak_rss};
 use spice_hf_models::generate::{Flow, GenerateParams, generate};
@@ -132,14 +133,25 @@ async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     if as_path.exists() {
         return Ok(as_path);
     }
-    let model = ModelRef::parse(&args.model)?;
     let client = args.hub.client(None)?;
     let cache = args.hub.cache()?;
-    let selection = match &args.quant {
+    fetch(&args.model, args.quant.as_deref(), &client, &cache).await
+}
+
+/// Pulls a Hub reference (its JSON files plus the safetensors weights, or the GGUF of `quant`)
+/// into the cache and returns the directory (or the GGUF file) to load.
+pub(crate) async fn fetch(
+    reference: &str,
+    quant: Option<&str>,
+    client: &HubClient,
+    cache: &Cache,
+) -> anyhow::Result<PathBuf> {
+    let model = ModelRef::parse(reference)?;
+    let selection = match quant {
         Some(q) => Selection {
             include: vec!["*.gguf".into(), "*.json".into()],
             exclude: vec![],
-            quant: Some(q.clone()),
+            quant: Some(q.to_string()),
         },
         None => Selection {
             include: vec!["*.json".into(), "*.safetensors".into()],
@@ -152,11 +164,12 @@ async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
         ..PullOptions::default()
     };
     let bars = crate::progress::Bars::new();
-    let report = client.pull(&cache, &model, &opts, &bars).await;
+    let report = client.pull(cache, &model, &opts, &bars).await;
     bars.finish();
-    let report =
-        report.with_context(|| format!("pulling {model} (for a GGUF repository, pass --quant)"))?;
-    if let Some(q) = &args.quant {
+    let report = report.with_context(|| {
+        format!("pulling {model} (for a GGUF repository, pass --quant / params.quant)")
+    })?;
+    if let Some(q) = quant {
         let file = report
             .files
             .iter()
@@ -167,7 +180,7 @@ async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     Ok(report.dir)
 }
 
-fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<BackendKind>> {
+pub(crate) fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<BackendKind>> {
     match arg {
         Some(b) if !b.eq_ignore_ascii_case("auto") => Ok(Some(BackendKind::parse(b)?)),
         Some(_) => Ok(None),

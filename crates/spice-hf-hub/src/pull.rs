@@ -173,16 +173,14 @@ impl HubClient {
         }
 
         let manifest = Mutex::new(manifest);
-        let results: Vec<Result<PulledFile>> = futures_util::stream::iter(missing.iter())
-            .map(|f| {
-                self.fetch_one(
-                    &rev_dir,
-                    &commit,
-                    f,
-                    &manifest,
-                    opts.range_parallel.as_ref(),
-                    progress,
-                )
+        // Owned items: a closure over `&RemoteFile` makes the future's Send-ness higher-ranked,
+        // which callers that box the pull as `Send` (the server's model fetch) cannot prove.
+        let (rev_dir_ref, commit_ref, manifest_ref) = (&rev_dir, &commit, &manifest);
+        let range = opts.range_parallel.as_ref();
+        let results: Vec<Result<PulledFile>> = futures_util::stream::iter(missing.iter().cloned())
+            .map(|f| async move {
+                self.fetch_one(rev_dir_ref, commit_ref, &f, manifest_ref, range, progress)
+                    .await
             })
             .buffer_unordered(self.config().max_parallel.max(1))
             .collect()

@@ -1,9 +1,10 @@
 //! End-to-end tests of the `spice-hf` binary against the fake Hub: pull output and exit codes,
 //! a process killed mid-file and resumed, two processes pulling at once, the cache commands and
-//! `mirror serve`.
+//! `mirror serve`, and `spice-hf serve` end to end (serve.rs).
 #![allow(clippy::print_stdout)] // Reason: tests print what they measured.
 
 mod interop;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,192 @@
+//! The `spice-hf serve --config` file (YAML): the models to serve and their parameters, the
+//! server and the telemetry. Parsing is strict: an unknown key or an invalid value is an error
+//! that names the key and its line. Secrets (`hf_token` / `token`, `api_key`) must come from
+//! `${env:VAR}` or `${file:PATH}`, never from the file in clear.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) models: Vec<ModelEntry>,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
+    #[serde(default)]
+    pub(crate) telemetry: TelemetrySection,
+}
+
+/// One model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelEntry {
+    /// A Hub reference (`[hf:]org/name[@rev]`), a model directory or a `.gguf` file.
+    pub(crate) from: String,
+    /// The id clients use; default the reference or the file stem.
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) params: Params,
+}
+
+/// A backend choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BackendChoice {
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+/// A model's parameters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Params {
+    #[serde(default, alias = "token")]
+    pub(crate) hf_token: Option<String>,
+    #[serde(default)]
+    pub(crate) max_concurrency: Option<std::num::NonZeroUsize>,
+    #[serde(default)]
+    pub(crate) max_queue: Option<usize>,
+    #[serde(default)]
+    pub(crate) queue_timeout_s: Option<u64>,
+    #[serde(default)]
+    pub(crate) requests_per_minute: Option<std::num::NonZeroU32>,
+    #[serde(default)]
+    pub(crate) backend: Option<BackendChoice>,
+    #[serde(default)]
+    pub(crate) quant: Option<String>,
+    #[serde(default)]
+    pub(crate) chat_template: Option<String>,
+    #[serde(default)]
+    pub(crate) context_length: Option<usize>,
+    #[serde(default)]
+    pub(crate) initial_load: Option<bool>,
+    #[serde(default)]
+    pub(crate) capture_content: Option<bool>,
+    #[serde(default)]
+    pub(crate) max_tokens: Option<usize>,
+    #[serde(default)]
+    pub(crate) temperature: Option<f32>,
+    #[serde(default)]
+    pub(crate) top_p: Option<f32>,
+    #[serde(default)]
+    pub(crate) top_k: Option<usize>,
+    #[serde(default)]
+    pub(crate) min_p: Option<f32>,
+    #[serde(default)]
+    pub(crate) repetition_penalty: Option<f32>,
+    #[serde(default)]
+    pub(crate) seed: Option<u64>,
+    #[serde(default)]
+    pub(crate) stop: Option<Vec<String>>,
+}
+
+/// The server section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    #[serde(default)]
+    pub(crate) addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub(crate) api_key: Option<String>,
+    #[serde(default)]
+    pub(crate) shutdown_grace_s: Option<u64>,
+    #[serde(default)]
+    pub(crate) health_interval_s: Option<u64>,
+}
+
+/// The telemetry section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TelemetrySection {
+    /// The task-history database, or `off`.
+    #[serde(default)]
+    pub(crate) task_history: Option<String>,
+    #[serde(default)]
+    pub(crate) task_history_retention: Option<usize>,
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` (read from `path`, named in errors).
+    pub(crate) fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        let mut config: Config =
+            serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if config.models.is_empty() {
+            bail!(
+                "{}: `models` is empty; list at least one model with `from:`",
+                path.display()
+            );
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (i, m) in config.models.iter_mut().enumerate() {
+            if let Some(t) = &m.params.hf_token {
+                m.params.hf_token =
+                    Some(secret(t, base).with_context(|| {
+                        format!("{}: models[{i}].params.hf_token", path.display())
+                    })?);
+            }
+        }
+        if let Some(k) = &config.server.api_key {
+            config.server.api_key = Some(
+                secret(k, base).with_context(|| format!("{}: server.api_key", path.display()))?,
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// Expands `${env:VAR}` or `${file:PATH}` (relative to the config file); anything else is
+/// refused, so that a secret never sits in the file in clear.
+pub(crate) fn secret(value: &str, base: &Path) -> anyhow::Result<String> {
+    let value = value.trim();
+    if let Some(var) = value
+        .strip_prefix("${env:")
+        .and_then(|v| v.strip_suffix('}'))
+    {
+        let v = std::env::var(var).with_context(|| {
+            format!("the environment variable {var} (named by ${{env:{var}}}) is not set")
+        })?;
+        return Ok(v.trim().to_string());
+    }
+    if let Some(file) = value
+        .strip_prefix("${file:")
+        .and_then(|v| v.strip_suffix('}'))
+    {
+        let p = base.join(file);
+        let v = std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read the secret file {}", p.display()))?;
+        return Ok(v.trim().to_string());
+    }
+    bail!(
+        "a secret must not be written in clear in the config file; use ${{env:VAR}} or ${{file:PATH}}"
+    )
+}
+
+/// The default served name for a `from`: the reference as written (without the `hf:` /
+/// `huggingface:` prefix), or the file or directory stem for a path.
+pub(crate) fn default_name(from: &str) -> String {
+    let p = PathBuf::from(from);
+    if p.exists() {
+        return p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| from.to_string());
+    }
+    from.strip_prefix("huggingface:")
+        .or_else(|| from.strip_prefix("hf:"))
+        .unwrap_or(from)
+        .to_string()
+}

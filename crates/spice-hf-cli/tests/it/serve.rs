@@ -1,0 +1,507 @@
+//! End-to-end tests of `spice-hf serve`: the real binary on a free port, pulling from the fake
+//! Hub or loading the real SmolLM2 GGUF, driven over HTTP: readiness before and after the load,
+//! chat (JSON and SSE) with usage equal to the tokenizer's counts, metrics that add up, task
+//! history rows, queue overflow, cancellation by disconnect, SIGTERM, and the config file.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spice_hf_cache::Cache;
+use spice_hf_models::chat::Message;
+use spice_hf_testkit::{Fault, FaultRule, Role, fixtures};
+
+use super::{REPO, hub_with, spice};
+
+/// A running `spice-hf serve`, killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (a `spice-hf serve ... --addr 127.0.0.1:0`) and reads the address it prints.
+async fn launch(mut cmd: Command) -> Served {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    Served {
+        child,
+        base,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Served {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn wait_ready(&self) {
+        for _ in 0..1200 {
+            if self.get("/v1/ready").await.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server never became ready");
+    }
+    fn terminate(&self) {
+        #[allow(clippy::disallowed_methods)] // Reason: the test sends SIGTERM with kill(1).
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// The sum of a metric's samples whose line starts with `prefix` (name plus labels).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_pulls_serves_and_accounts_for_every_request() {
+    let files = fixtures::tiny_llama_files(3);
+    let hub = hub_with(&files).await;
+    // A slow weight download keeps the model loading long enough to see readiness refuse.
+    hub.inject(FaultRule::new(
+        Role::Cdn,
+        "/blobs/",
+        1..=1,
+        Fault::Trickle {
+            chunk: 32 * 1024,
+            every: Duration::from_millis(40),
+        },
+    ));
+    let home = tempfile::tempdir().unwrap();
+    let history = home.path().join("history.db");
+    let mut cmd = spice(hub.url(), home.path());
+    cmd.args(["serve", REPO, "--addr", "127.0.0.1:0", "--context", "256"])
+        .arg("--task-history")
+        .arg(&history);
+    let served = launch(cmd).await;
+    let resp = served.get("/v1/ready").await;
+    assert_eq!(resp.status(), 503, "ready before the model was pulled");
+    assert!(resp.headers().contains_key("retry-after"));
+    let h: Value = served.get("/health").await.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    served.wait_ready().await;
+    let models: Value = served.get("/v1/models").await.json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], REPO);
+
+    // The tokenizer's own count of the prompt, from the pulled files.
+    let dir = Cache::new(home.path()).revision(REPO, "main").unwrap();
+    let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
+    let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
+    let loaded = files.load(256, &device).unwrap();
+    let messages = [Message::new("user", "Hello there")];
+    let prompt = loaded
+        .template
+        .as_ref()
+        .unwrap()
+        .render(&messages, true)
+        .unwrap();
+    let prompt_tokens = loaded.tokenizer.encode_prompt(&prompt).unwrap().len();
+
+    let body = json!({"model": REPO, "max_tokens": 6,
+                      "messages": [{"role": "user", "content": "Hello there"}]});
+    let mut sent = 0;
+    let mut prompt_sum = 0;
+    let mut completion_sum = 0;
+    let v: Value = served
+        .post("/v1/chat/completions", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    sent += 1;
+    assert_eq!(v["usage"]["prompt_tokens"], prompt_tokens);
+    let completion = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=6).contains(&completion));
+    prompt_sum += prompt_tokens as u64;
+    completion_sum += completion;
+
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    s["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(
+        &served
+            .post("/v1/chat/completions", &s)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    sent += 1;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(
+        usage["usage"]["completion_tokens"], completion,
+        "greedy: same answer"
+    );
+    prompt_sum += prompt_tokens as u64;
+    completion_sum += completion;
+    let text_resp: Value = served
+        .post(
+            "/v1/completions",
+            &json!({"model": REPO, "prompt": "abc", "max_tokens": 3}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    sent += 1;
+    prompt_sum += text_resp["usage"]["prompt_tokens"].as_u64().unwrap();
+    completion_sum += text_resp["usage"]["completion_tokens"].as_u64().unwrap();
+    // One refused request: counted as a request and a validation failure.
+    let bad = served
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": REPO, "messages": [], "n": 3}),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    sent += 1;
+
+    let m = served.get("/metrics").await.text().await.unwrap();
+    assert_eq!(metric(&m, "llm_requests{"), sent as f64, "{m}");
+    assert_eq!(metric(&m, "llm_failures{"), 1.0, "{m}");
+    assert_eq!(metric(&m, "llm_finished{"), (sent - 1) as f64, "{m}");
+    assert_eq!(
+        metric(&m, "llm_prompt_tokens_total{"),
+        prompt_sum as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "llm_completion_tokens_total{"),
+        completion_sum as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "llm_internal_request_duration_ms_count{"),
+        (sent - 1) as f64,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "llm_model_load_duration_ms_count{"), 1.0, "{m}");
+    // Health probes are not requests: the warm-up ran, yet the counts above hold.
+
+    let rows: Value = served
+        .get("/v1/task_history?task=ai_completion")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows = rows["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        for field in [
+            "trace_id",
+            "span_id",
+            "task",
+            "input",
+            "captured_output",
+            "start_ms",
+            "end_ms",
+            "duration_ms",
+            "labels",
+        ] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        assert_eq!(r["labels"]["model"], REPO);
+    }
+    assert!(rows[2]["input"].as_str().unwrap().contains("Hello there"));
+    assert_eq!(
+        rows[2]["captured_output"],
+        v["choices"][0]["message"]["content"]
+    );
+
+    // SIGTERM: a clean exit, and the history file holds the rows for `spice-hf tasks`.
+    served.terminate();
+    let mut served = served;
+    let status = tokio::task::spawn_blocking(move || served.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let out = super::output({
+        let mut c = spice(hub.url(), home.path());
+        c.args(["tasks", "--task", "health", "--task-history"])
+            .arg(&history);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", super::text(&out.stderr));
+    assert!(
+        super::text(&out.stdout).contains("health"),
+        "{}",
+        super::text(&out.stdout)
+    );
+}
+
+fn smollm2() -> Option<std::path::PathBuf> {
+    let found = fixtures::smollm2_gguf();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run `cargo xtask fixtures` first"
+        );
+        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+    }
+    found
+}
+
+async fn smollm2_server(home: &Path, extra: &[&str]) -> Option<Served> {
+    let gguf = smollm2()?;
+    let mut cmd = spice("http://127.0.0.1:9", home);
+    cmd.arg("serve")
+        .arg(&gguf)
+        .args([
+            "--name",
+            "smol",
+            "--addr",
+            "127.0.0.1:0",
+            "--context",
+            "512",
+        ])
+        .arg("--task-history")
+        .arg(home.join("history.db"))
+        .args(extra);
+    let served = launch(cmd).await;
+    served.wait_ready().await;
+    Some(served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_gets_503_with_retry_after_and_a_disconnect_cancels() {
+    let home = tempfile::tempdir().unwrap();
+    let Some(served) =
+        smollm2_server(home.path(), &["--max-concurrency", "1", "--max-queue", "2"]).await
+    else {
+        return;
+    };
+    let served = std::sync::Arc::new(served);
+    // The golden answer through the server.
+    let v: Value = served
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smol", "messages": [
+                {"role": "system", "content": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
+                {"role": "user", "content": "What is the capital of France?"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "The capital of France is Paris."
+    );
+
+    // N = 6 at once, max_concurrency 1, max_queue 2: exactly 6 - 1 - 2 = 3 refused.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let served = served.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = served
+                .post(
+                    "/v1/chat/completions",
+                    &json!({"model": "smol", "max_tokens": 48,
+                            "messages": [{"role": "user", "content": format!("Write a long poem about the sea, number {i}.")}]}),
+                )
+                .await;
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry)
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, retry) = t.await.unwrap();
+        if status == 503 {
+            assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 200, 200, 503, 503, 503]);
+
+    // A client that disconnects mid-stream: the slot is free again and the row says so.
+    let mut resp = served
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smol", "stream": true, "max_tokens": 400,
+                    "messages": [{"role": "user", "content": "Tell me a long story."}]}),
+        )
+        .await;
+    let mut seen = String::new();
+    while seen.matches("data:").count() < 3 {
+        seen.push_str(&String::from_utf8_lossy(
+            &resp.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    drop(resp);
+    let mut running = u64::MAX;
+    for _ in 0..400 {
+        let h: Value = served.get("/health").await.json().await.unwrap();
+        running = h["models"][0]["running"].as_u64().unwrap();
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(running, 0, "the permit is released after a disconnect");
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        let rows: Value = served
+            .get("/v1/task_history?task=ai_completion&limit=1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        row = rows["data"][0].clone();
+        if row["labels"]["stream"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(row["labels"]["finish_reason"], "cancelled", "{row}");
+    assert!(row["labels"]["completion_tokens"].as_u64().unwrap() < 400);
+    let m = served.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        metric(
+            &m,
+            "llm_failures{model=\"smol\",stream=\"false\",kind=\"overloaded\"}"
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "llm_finished{model=\"smol\",stream=\"true\",finish_reason=\"cancelled\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let model_dir = home.path().join("tiny");
+    fixtures::write_tiny_llama(&model_dir, 5).unwrap();
+    let cfg = home.path().join("spicehf.yaml");
+    let run = |yaml: String| {
+        std::fs::write(&cfg, yaml).unwrap();
+        let mut c = spice("http://127.0.0.1:9", home.path());
+        c.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--task-history", "off"]);
+        c
+    };
+    // An unknown key: the error names it and its line.
+    let out = super::output(run(format!(
+        "models:\n  - from: {}\n    name: tiny\n    params:\n      max_concurency: 2\n",
+        model_dir.display()
+    )))
+    .await;
+    assert!(!out.status.success());
+    let err = super::text(&out.stderr);
+    assert!(
+        err.contains("max_concurency") && err.contains("line 5"),
+        "{err}"
+    );
+    // An invalid value.
+    let out = super::output(run(format!(
+        "models:\n  - from: {}\n    params:\n      max_concurrency: 0\n",
+        model_dir.display()
+    )))
+    .await;
+    assert!(!out.status.success());
+    let err = super::text(&out.stderr);
+    assert!(
+        err.contains("max_concurrency: 0") && err.contains("line 4"),
+        "{err}"
+    );
+    // A token in clear is refused without echoing it.
+    let out = super::output(run(format!(
+        "models:\n  - from: {}\n    params:\n      hf_token: hf_plaintextsecret\n",
+        model_dir.display()
+    )))
+    .await;
+    assert!(!out.status.success());
+    let err = super::text(&out.stderr);
+    assert!(
+        err.contains("${env:VAR}") && !err.contains("plaintextsecret"),
+        "{err}"
+    );
+    // A valid file: the API key from the environment guards the server.
+    std::fs::write(&cfg, format!(
+        "models:\n  - from: {}\n    name: tiny\n    params:\n      max_concurrency: 2\n      context_length: 256\n      hf_token: ${{env:MY_HF_TOKEN}}\nserver:\n  addr: 127.0.0.1:0\n  api_key: ${{env:MY_API_KEY}}\n",
+        model_dir.display()
+    )).unwrap();
+    let mut c = spice("http://127.0.0.1:9", home.path());
+    c.arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--task-history", "off"])
+        .env("MY_HF_TOKEN", "hf_from_env")
+        .env("MY_API_KEY", "k-123");
+    let served = launch(c).await;
+    assert_eq!(served.get("/health").await.status(), 200);
+    assert_eq!(served.get("/v1/models").await.status(), 401);
+    let ok = served
+        .client
+        .get(format!("{}/v1/models", served.base))
+        .bearer_auth("k-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let v: Value = ok.json().await.unwrap();
+    assert_eq!(v["data"][0]["id"], "tiny");
+}
