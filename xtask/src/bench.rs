@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: measured, never asserted. `pull` serves a 500 MB file from
 //! `spice-hf mirror serve` on loopback and times spice-hf, curl and the hf-hub crate on it,
-//! then a fully cached pull. The table is printed and written as JSON for `--compare`.
+//! then a fully cached pull. `infer` times SmolLM2 through `spice-hf run`. `serve` drives
+//! `spice-hf serve` with K streaming clients for T seconds, then the runtime's session API
+//! directly, to read off the server's overhead. Each table is printed and written as JSON for
+//! `--compare`.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
             };
             compare(Path::new(a), Path::new(b))
         }
-        Some(which @ ("pull" | "infer" | "all")) => {
+        Some(which @ ("pull" | "infer" | "serve" | "all")) => {
             let json_out = |name: &str| match args.iter().position(|a| a == "--json") {
                 Some(i) => args
                     .get(i + 1)
@@ -29,15 +32,18 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
                     .context("--json needs a file"),
                 None => Ok(crate::workspace_root().join(format!("target/bench/{name}.json"))),
             };
-            if which != "infer" {
+            if which == "pull" || which == "all" {
                 pull(sh, &json_out("pull")?)?;
             }
-            if which != "pull" {
+            if which == "infer" || which == "all" {
                 infer(sh, &json_out("infer")?)?;
+            }
+            if which == "serve" || which == "all" {
+                serve(sh, &json_out("serve")?)?;
             }
             Ok(())
         }
-        other => bail!("unknown benchmark {other:?} (pull, infer, all, --compare)"),
+        other => bail!("unknown benchmark {other:?} (pull, infer, serve, all, --compare)"),
     }
 }
 
@@ -306,4 +312,136 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     std::fs::write(json_out, serde_json::to_vec_pretty(&json)?)?;
     println!("written to {}", json_out.display());
     Ok(())
+}
+
+/// `bench serve`: SmolLM2 behind `spice-hf serve` (max_concurrency 1, queue 16), 1 then 4
+/// streaming clients for 15 s each, 32 tokens per answer; then the same load on the runtime's
+/// session API in-process. Requests/s, tokens/s, latency and TTFT percentiles, errors by kind.
+fn serve(sh: &Shell, json_out: &Path) -> Result<()> {
+    let gguf = crate::fixtures::fetch(sh)?;
+    cmd!(
+        sh,
+        "cargo build --release --locked -p spice-hf-cli -p spice-hf-e2e --bins"
+    )
+    .run()?;
+    let release = crate::workspace_root().join("target/release");
+    let history = tempdir_path("spice-hf-bench-serve")?;
+    let mut server = Command::new(release.join("spice-hf"))
+        .arg("serve")
+        .arg(&gguf)
+        .args([
+            "--name",
+            "smol",
+            "--addr",
+            "127.0.0.1:0",
+            "--context",
+            "512",
+            "--backend",
+            "cpu",
+        ])
+        .args(["--health-interval", "0", "--task-history"])
+        .arg(history.join("history.db"))
+        .env("SPICE_HF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("unexpected output from spice-hf serve: {line:?}"))?
+        .to_string();
+    let load = |args: &[&str]| -> Result<Vec<serde_json::Value>> {
+        let out = Command::new(release.join("serve-load"))
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            bail!("serve-load failed");
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| Ok(serde_json::from_str(l)?))
+            .collect()
+    };
+    let http = load(&[
+        "--url",
+        &url,
+        "--model",
+        "smol",
+        "--clients",
+        "4",
+        "--seconds",
+        "15",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut phases = http?;
+    let gguf_arg = gguf.display().to_string();
+    phases.extend(load(&[
+        "--direct",
+        &gguf_arg,
+        "--clients",
+        "4",
+        "--seconds",
+        "15",
+    ])?);
+    println!(
+        "\nserve benchmark: SmolLM2-135M-Instruct Q4_1, backend cpu, max_concurrency 1, streaming chat, 32 tokens, 15 s per row, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}  errors",
+        "path", "clients", "req/s", "tok/s", "p50 ms", "p99 ms", "ttft p50", "ttft p99"
+    );
+    let mut rows = Vec::new();
+    for p in &phases {
+        let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
+        println!(
+            "{:<8} {:>7} {:>8.2} {:>8.1} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {}",
+            p["phase"].as_str().unwrap_or(""),
+            p["clients"],
+            f("requests_per_s"),
+            f("tokens_per_s"),
+            f("latency_p50_ms"),
+            f("latency_p99_ms"),
+            f("ttft_p50_ms"),
+            f("ttft_p99_ms"),
+            p["errors"]
+        );
+        let name = format!("{} x{}", p["phase"].as_str().unwrap_or(""), p["clients"]);
+        rows.push(
+            json!({"name": format!("{name} p50 latency (ms)"), "value": f("latency_p50_ms")}),
+        );
+        rows.push(json!({"name": format!("{name} requests/s"), "value": f("requests_per_s")}));
+    }
+    let p50 = |phase: &str| {
+        phases
+            .iter()
+            .find(|p| p["phase"] == phase && p["clients"] == 1)
+            .and_then(|p| p["latency_p50_ms"].as_f64())
+    };
+    if let (Some(h), Some(d)) = (p50("http"), p50("direct")) {
+        println!(
+            "server overhead at 1 client (p50 latency, http - direct): {:.1} ms",
+            h - d
+        );
+        rows.push(json!({"name": "server overhead p50 (ms)", "value": h - d}));
+    }
+    let json = json!({"benchmark": "serve", "rows": rows, "phases": phases});
+    if let Some(parent) = json_out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(json_out, serde_json::to_vec_pretty(&json)?)?;
+    println!("written to {}", json_out.display());
+    Ok(())
+}
+
+fn tempdir_path(name: &str) -> Result<PathBuf> {
+    let dir = crate::workspace_root().join("target/bench").join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
