@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // Reason: a command-line program talks on stdout and stderr.
 
 mod config;
+mod otel;
 mod progress;
 mod run;
 mod serve;
@@ -200,6 +201,17 @@ fn main() -> ExitCode {
         .as_ref()
         .and_then(|p| p.history.clone())
         .map(spice_hf_telemetry::TaskHistoryLayer::new);
+    let otel = match prepared
+        .as_ref()
+        .map(|_| otel::Otel::from_env())
+        .transpose()
+    {
+        Ok(o) => o.flatten(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Task rows are kept whatever the log level: the layer has its own filter.
     let history_filter =
         tracing_subscriber::filter::Targets::new().with_target("spice_hf", tracing::Level::INFO);
@@ -212,6 +224,7 @@ fn main() -> ExitCode {
                 .with_filter(filter),
         )
         .with(history.clone().map(|l| l.with_filter(history_filter)))
+        .with(otel.as_ref().map(otel::Otel::layer))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -221,7 +234,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match prepared {
-        Some(p) => runtime.block_on(serve::run(p, history)),
+        Some(p) => runtime.block_on(serve::run(p, history, otel)),
         None => runtime.block_on(run(cli)),
     };
     match result {

@@ -223,6 +223,7 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
 pub(crate) async fn run(
     prepared: Prepared,
     layer: Option<TaskHistoryLayer>,
+    otel: Option<crate::otel::Otel>,
 ) -> anyhow::Result<ExitCode> {
     let Prepared {
         config,
@@ -230,8 +231,20 @@ pub(crate) async fn run(
         history,
     } = prepared;
     let (recorder, handle) = spice_hf_telemetry::prometheus_recorder()?;
-    metrics::set_global_recorder(recorder)
-        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let installed = match &otel {
+        // Both: /metrics and OTLP see the same instruments.
+        Some(o) => metrics::set_global_recorder(
+            metrics_util::layers::FanoutBuilder::default()
+                .add_recorder(recorder)
+                .add_recorder(o.recorder())
+                .build(),
+        )
+        .map_err(|e| e.to_string()),
+        None => metrics::set_global_recorder(recorder).map_err(|e| e.to_string()),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    // Descriptions are registered with whichever recorder is installed now.
+    spice_hf_telemetry::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -302,6 +315,9 @@ pub(crate) async fn run(
     spice_hf_server::serve(listener, app, crate::shutdown_signal(), grace).await?;
     if let Some(layer) = layer {
         layer.flush();
+    }
+    if let Some(o) = otel {
+        o.shutdown();
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

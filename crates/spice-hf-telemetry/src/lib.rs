@@ -71,7 +71,8 @@ pub const TOKEN_MS_BUCKETS: &[f64] = &[
 ];
 
 /// A Prometheus recorder with spice-hf's bucket choices, and the handle that renders the text
-/// exposition for `/metrics`. The caller (a binary, or a test) installs the recorder.
+/// exposition for `/metrics`. The caller (a binary, or a test) installs the recorder, then
+/// calls [`describe`].
 pub fn prometheus_recorder() -> Result<(PrometheusRecorder, PrometheusHandle)> {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -82,11 +83,11 @@ pub fn prometheus_recorder() -> Result<(PrometheusRecorder, PrometheusHandle)> {
         .map_err(|e| Error::Recorder(e.to_string()))?;
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
-    describe();
     Ok((recorder, handle))
 }
 
-/// Registers the help text and unit of every metric with the installed recorder.
+/// Registers the help text and unit of every metric with the installed recorder (call it after
+/// installing one).
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     use names::*;

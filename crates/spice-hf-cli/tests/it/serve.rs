@@ -505,3 +505,85 @@ async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environmen
     let v: Value = ok.json().await.unwrap();
     assert_eq!(v["data"][0]["id"], "tiny");
 }
+
+/// A stand-in OpenTelemetry collector: records the body of every OTLP/HTTP export it gets.
+async fn collector() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+) {
+    use axum::extract::State;
+    type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+    let got: Got = Default::default();
+    let app = axum::Router::new()
+        .fallback(
+            |State(got): State<Got>, uri: axum::http::Uri, body: axum::body::Bytes| async move {
+                got.lock()
+                    .unwrap()
+                    .push((uri.path().to_string(), body.to_vec()));
+                ""
+            },
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_are_exported_over_otlp_when_an_endpoint_is_set() {
+    let (endpoint, got) = collector().await;
+    let home = tempfile::tempdir().unwrap();
+    let model_dir = home.path().join("tiny");
+    fixtures::write_tiny_llama(&model_dir, 5).unwrap();
+    let mut cmd = spice("http://127.0.0.1:9", home.path());
+    cmd.arg("serve")
+        .arg(&model_dir)
+        .args([
+            "--name",
+            "tiny",
+            "--addr",
+            "127.0.0.1:0",
+            "--context",
+            "256",
+            "--task-history",
+            "off",
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200");
+    let served = launch(cmd).await;
+    served.wait_ready().await;
+    let resp = served
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "tiny", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let has = |path: &str, needle: &[u8]| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(p, body)| p == path && body.windows(needle.len()).any(|w| w == needle))
+    };
+    for _ in 0..200 {
+        if has("/v1/traces", b"gen_ai.usage.output_tokens") && has("/v1/metrics", b"llm_requests") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        has("/v1/traces", b"chat tiny"),
+        "the ai_completion span, named `chat tiny`"
+    );
+    assert!(has("/v1/traces", b"gen_ai.usage.output_tokens"));
+    assert!(has("/v1/metrics", b"llm_requests"));
+    assert!(has("/v1/metrics", b"llm_completion_tokens_total"));
+    // Prometheus text still works beside OTLP.
+    let m = served.get("/metrics").await.text().await.unwrap();
+    assert!(
+        m.contains("llm_requests{model=\"tiny\",stream=\"false\"} 1"),
+        "{m}"
+    );
+}
