@@ -138,7 +138,19 @@ async fn http_one(
         match resp.chunk().await {
             Ok(Some(c)) => {
                 text.push_str(&String::from_utf8_lossy(&c));
-                if ttft.is_none() && text.contains("\"delta\":{\"content\":\"") {
+                // The first chunk carries the role and empty content; the first token is the
+                // first chunk with text.
+                if ttft.is_none()
+                    && text
+                        .split("\n\n")
+                        .filter_map(|e| e.strip_prefix("data: "))
+                        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                        .any(|v| {
+                            v["choices"][0]["delta"]["content"]
+                                .as_str()
+                                .is_some_and(|t| !t.is_empty())
+                        })
+                {
                     ttft = Some(start.elapsed().as_secs_f64() * 1000.0);
                 }
             }

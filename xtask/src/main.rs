@@ -131,6 +131,28 @@ fn ci(sh: &Shell) -> Result<()> {
     .run()?;
     step("doctests");
     cmd!(sh, "cargo test --workspace --all-features --locked --doc").run()?;
+    step("examples (the offline ones, on the fixture model)");
+    let gguf = fixtures::fetch(sh)?;
+    cmd!(
+        sh,
+        "cargo run --locked --all-features -p spice-hf-models --example estimate -- {gguf} 512"
+    )
+    .run()?;
+    let chat = cmd!(
+        sh,
+        "cargo run --locked --all-features -p spice-hf --example chat -- {gguf} 'What is the capital of France?'"
+    )
+    .read()?;
+    println!("{chat}");
+    anyhow::ensure!(
+        chat.contains("The capital of France is Paris."),
+        "the chat example did not answer as the model does: {chat}"
+    );
+    cmd!(
+        sh,
+        "cargo run --locked --all-features -p spice-hf --example swap_backend -- {gguf} cuda cpu"
+    )
+    .run()?;
     step("rustdoc");
     {
         let _d = sh.push_env("RUSTDOCFLAGS", "-D warnings");

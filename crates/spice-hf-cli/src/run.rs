@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use spice_hf_backend::BackendKind;
 use spice_hf_cache::Cache;
-use spice_hf_hub::{HubClient, ModelRef, PullOptions, Selection, gguf_quant_matches};
+use spice_hf_hub::{HubClient, ModelRef};
 use spice_hf_models::chat::Message;
 use spice_hf_models::footprint::{Footprint, available_memory, peak_rss};
 use spice_hf_models::generate::{Flow, GenerateParams, generate};
@@ -139,7 +139,7 @@ async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// Pulls a Hub reference (its JSON files plus the safetensors weights, or the GGUF of `quant`)
-/// into the cache and returns the directory (or the GGUF file) to load.
+/// into the cache, with progress bars on a terminal, and returns the path to load.
 pub(crate) async fn fetch(
     reference: &str,
     quant: Option<&str>,
@@ -147,37 +147,12 @@ pub(crate) async fn fetch(
     cache: &Cache,
 ) -> anyhow::Result<PathBuf> {
     let model = ModelRef::parse(reference)?;
-    let selection = match quant {
-        Some(q) => Selection {
-            include: vec!["*.gguf".into(), "*.json".into()],
-            exclude: vec![],
-            quant: Some(q.to_string()),
-        },
-        None => Selection {
-            include: vec!["*.json".into(), "*.safetensors".into()],
-            exclude: vec![],
-            quant: None,
-        },
-    };
-    let opts = PullOptions {
-        selection,
-        ..PullOptions::default()
-    };
     let bars = crate::progress::Bars::new();
-    let report = client.pull(cache, &model, &opts, &bars).await;
+    let path = client.pull_model(cache, &model, quant, &bars).await;
     bars.finish();
-    let report = report.with_context(|| {
+    path.with_context(|| {
         format!("pulling {model} (for a GGUF repository, pass --quant / params.quant)")
-    })?;
-    if let Some(q) = quant {
-        let file = report
-            .files
-            .iter()
-            .find(|f| gguf_quant_matches(&f.path, q))
-            .context("the pulled files hold no GGUF of that quantization")?;
-        return Ok(report.dir.join(&file.path));
-    }
-    Ok(report.dir)
+    })
 }
 
 pub(crate) fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<BackendKind>> {

@@ -81,6 +81,48 @@ pub struct PullReport {
 }
 
 impl HubClient {
+    /// Pulls what loading `model` needs and returns the path to load: with `quant`, the JSON
+    /// files plus the one GGUF of that quantization (the GGUF file is returned); without, the
+    /// JSON files plus the safetensors weights (the revision directory is returned).
+    pub async fn pull_model(
+        &self,
+        cache: &spice_hf_cache::Cache,
+        model: &crate::ModelRef,
+        quant: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf> {
+        let selection = match quant {
+            Some(q) => crate::Selection {
+                include: vec!["*.gguf".into(), "*.json".into()],
+                exclude: vec![],
+                quant: Some(q.to_string()),
+            },
+            None => crate::Selection {
+                include: vec!["*.json".into(), "*.safetensors".into()],
+                exclude: vec![],
+                quant: None,
+            },
+        };
+        let opts = PullOptions {
+            selection,
+            ..PullOptions::default()
+        };
+        let report = self.pull(cache, model, &opts, progress).await?;
+        match quant {
+            Some(q) => report
+                .files
+                .iter()
+                .find(|f| crate::gguf_quant_matches(&f.path, q))
+                .map(|f| report.dir.join(&f.path))
+                .ok_or_else(|| {
+                    Error::Selection(format!(
+                        "{model} has no GGUF file of quantization {q}; list its files on the Hub and pick one"
+                    ))
+                }),
+            None => Ok(report.dir),
+        }
+    }
+
     /// Pulls `model` into `cache`: a complete pinned commit (or offline mode) is served from
     /// the cache without any request; otherwise the revision is resolved to a commit and every
     /// missing file is downloaded from `resolve/<commit>/...`, verified and renamed in place.

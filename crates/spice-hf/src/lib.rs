@@ -8,8 +8,24 @@
 //! - [`backend`]: backend probing and selection ([`spice_hf_backend`]).
 //! - [`models`]: GGUF/safetensors loading, the Llama family in Burn, tokenizers, chat templates,
 //!   sampling ([`spice_hf_models`]).
+//! - [`runtime`]: served models behind a limiter, sessions, health ([`spice_hf_runtime`]).
+//! - [`telemetry`]: metric and span names, the task history ([`spice_hf_telemetry`]).
 //!
-//! The runtime and telemetry join as their crates land.
+//! Plus one builder that wires them, [`Model::builder`]:
+//!
+//! ```no_run
+//! # async fn demo() -> spice_hf::Result<()> {
+//! use spice_hf::models::chat::Message;
+//! let model = spice_hf::Model::builder("HuggingFaceTB/SmolLM2-135M-Instruct")
+//!     .backend(spice_hf::backend::BackendKind::Cpu)
+//!     .load()
+//!     .await?;
+//! let answer = model.chat(&[Message::new("user", "Hi!")]).await?;
+//! println!("{} ({} tokens)", answer.text, answer.completion_tokens);
+//! # Ok(()) }
+//! ```
+//!
+//! Or one layer alone:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +44,11 @@ pub use spice_hf_backend as backend;
 pub use spice_hf_cache as cache;
 pub use spice_hf_hub as hub;
 pub use spice_hf_models as models;
+pub use spice_hf_runtime as runtime;
+pub use spice_hf_telemetry as telemetry;
+
+mod model;
+pub use model::{Error, Model, ModelBuilder, Result};
 
 #[cfg(test)]
 mod tests;

