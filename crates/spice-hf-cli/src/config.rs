@@ -43,6 +43,33 @@ pub(crate) enum BackendChoice {
     Cuda,
 }
 
+/// Sampling values checked while parsing, so that an out-of-range value is reported with its
+/// line like any other error.
+macro_rules! ranged {
+    ($name:ident, $lo:expr, $hi:expr, $what:expr) => {
+        #[doc = concat!("A ", $what, " between ", stringify!($lo), " and ", stringify!($hi), ".")]
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub(crate) struct $name(pub(crate) f32);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = f32::deserialize(d)?;
+                if !($lo..=$hi).contains(&v) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{} {v} is out of range; it must be between {} and {}",
+                        $what, $lo, $hi
+                    )));
+                }
+                Ok(Self(v))
+            }
+        }
+    };
+}
+
+ranged!(Temperature, 0.0, 2.0, "temperature");
+ranged!(Probability, 0.0, 1.0, "probability (top_p, min_p)");
+ranged!(Penalty, 0.01, 10.0, "repetition penalty");
+
 /// A model's parameters.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,15 +99,15 @@ pub(crate) struct Params {
     #[serde(default)]
     pub(crate) max_tokens: Option<usize>,
     #[serde(default)]
-    pub(crate) temperature: Option<f32>,
+    pub(crate) temperature: Option<Temperature>,
     #[serde(default)]
-    pub(crate) top_p: Option<f32>,
+    pub(crate) top_p: Option<Probability>,
     #[serde(default)]
     pub(crate) top_k: Option<usize>,
     #[serde(default)]
-    pub(crate) min_p: Option<f32>,
+    pub(crate) min_p: Option<Probability>,
     #[serde(default)]
-    pub(crate) repetition_penalty: Option<f32>,
+    pub(crate) repetition_penalty: Option<Penalty>,
     #[serde(default)]
     pub(crate) seed: Option<u64>,
     #[serde(default)]

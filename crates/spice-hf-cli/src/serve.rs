@@ -204,11 +204,13 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
     };
     let d = GenerateParams::default();
     let mut sampling = d.sampling.clone();
-    sampling.temperature = p.temperature.unwrap_or(sampling.temperature);
-    sampling.top_p = p.top_p.unwrap_or(sampling.top_p);
+    sampling.temperature = p.temperature.map_or(sampling.temperature, |t| t.0);
+    sampling.top_p = p.top_p.map_or(sampling.top_p, |t| t.0);
     sampling.top_k = p.top_k.unwrap_or(sampling.top_k);
-    sampling.min_p = p.min_p.unwrap_or(sampling.min_p);
-    sampling.repetition_penalty = p.repetition_penalty.unwrap_or(sampling.repetition_penalty);
+    sampling.min_p = p.min_p.map_or(sampling.min_p, |t| t.0);
+    sampling.repetition_penalty = p
+        .repetition_penalty
+        .map_or(sampling.repetition_penalty, |t| t.0);
     sampling.seed = p.seed.or(sampling.seed);
     spec.defaults = GenerateParams {
         sampling,

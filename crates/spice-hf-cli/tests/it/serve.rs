@@ -467,6 +467,18 @@ async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environmen
         err.contains("max_concurrency: 0") && err.contains("line 4"),
         "{err}"
     );
+    // A sampling default out of range, with its line.
+    let out = super::output(run(format!(
+        "models:\n  - from: {}\n    params:\n      temperature: 7\n",
+        model_dir.display()
+    )))
+    .await;
+    assert!(!out.status.success());
+    let err = super::text(&out.stderr);
+    assert!(
+        err.contains("temperature 7 is out of range") && err.contains("line 4"),
+        "{err}"
+    );
     // A token in clear is refused without echoing it.
     let out = super::output(run(format!(
         "models:\n  - from: {}\n    params:\n      hf_token: hf_plaintextsecret\n",
