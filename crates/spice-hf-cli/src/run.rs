@@ -4,7 +4,6 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -12,10 +11,13 @@ use spice_hf_backend::BackendKind;
 use spice_hf_cache::Cache;
 use spice_hf_hub::{HubClient, ModelRef};
 use spice_hf_models::chat::Message;
-use spice_hf_models::footprint::{Footprint, available_memory, peak_rss};
-use spice_hf_models::generate::{Flow, GenerateParams, generate};
+use spice_hf_models::footprint::{available_memory, peak_rss};
+use spice_hf_models::generate::GenerateParams;
 use spice_hf_models::loaded::ModelFiles;
 use spice_hf_models::sampling::SamplingParams;
+use spice_hf_runtime::{
+    Completion, CompletionRequest, Event, ModelSpec, Prompt, Runtime, ServedModel, Source,
+};
 
 /// Where a model comes from and how to fetch it.
 #[derive(Debug, Args)]
@@ -167,121 +169,95 @@ fn gib(b: u64) -> String {
     indicatif::HumanBytes(b).to_string()
 }
 
-fn preflight(footprint: &Footprint, backend: BackendKind) -> anyhow::Result<()> {
-    let Some(available) = available_memory() else {
-        return Ok(());
-    };
-    if footprint.total() > available {
+/// A model loaded through the runtime (the same session API the server uses), with its path.
+struct Ready {
+    model: std::sync::Arc<ServedModel>,
+    path: PathBuf,
+}
+
+/// Resolves (pulling a Hub reference), then lets the runtime check memory, pick the backend
+/// and load; no warm-up generation for a one-shot command.
+async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> {
+    let path = resolve(model).await?;
+    let mut spec = ModelSpec::new("model", Source::Path(path.clone()));
+    spec.backend = forced_backend(generation.backend.as_deref())?;
+    spec.context_length = model.context;
+    spec.defaults = generation.params();
+    spec.capture_content = false;
+    spec.warm_up = false;
+    let runtime = Runtime::new(vec![spec])?;
+    let served = runtime.model("model")?;
+    let spinner = crate::progress::spinner(&format!("loading {}", path.display()));
+    let loaded = served.clone().ensure_loaded().await;
+    spinner.finish_and_clear();
+    loaded?;
+    Ok(Ready {
+        model: served,
+        path,
+    })
+}
+
+/// Refuses chat for a model without a template, saying what to do on the command line.
+fn check_template(ready: &Ready) -> anyhow::Result<()> {
+    if !ready.model.info().chat_template {
         bail!(
-            "the model needs about {} ({} of weights as f32, {} of KV cache, {} headroom) but only {} is available on the {backend} device; \
-             use a smaller model, a shorter --context, or free memory",
-            gib(footprint.total()),
-            gib(footprint.weights_bytes),
-            gib(footprint.kv_cache_bytes),
-            gib(footprint.headroom_bytes),
-            gib(available)
+            "{} has no chat template; pass --raw to send the prompt as plain text",
+            ready.path.display()
         );
     }
     Ok(())
 }
 
-/// A model loaded for generation, with what `--json` reports.
-struct Ready {
-    loaded: spice_hf_models::loaded::LoadedModel,
-    path: PathBuf,
-    backend: BackendKind,
-    footprint: Footprint,
-    load_ms: f64,
-}
-
-/// Resolves, checks memory, picks the backend and loads.
-async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> {
-    let path = resolve(model).await?;
-    let files = ModelFiles::open(&path)?;
-    let footprint = files.footprint(model.context, 0.25)?;
-    let choice = spice_hf_backend::choose(forced_backend(generation.backend.as_deref())?)?;
-    preflight(&footprint, choice.kind)?;
-    let started = Instant::now();
-    let spinner = crate::progress::spinner(&format!("loading {}", path.display()));
-    let loaded = files.load(model.context, &choice.device);
-    spinner.finish_and_clear();
-    let loaded = loaded?;
-    Ok(Ready {
-        loaded,
-        path,
-        backend: choice.kind,
-        footprint,
-        load_ms: started.elapsed().as_secs_f64() * 1000.0,
-    })
-}
-
-/// Renders a conversation with the model's template (an error when it has none).
-fn chat_prompt(ready: &Ready, messages: &[Message]) -> anyhow::Result<Vec<u32>> {
-    let Some(template) = &ready.loaded.template else {
-        bail!(
-            "{} has no chat template; pass --raw to send the prompt as plain text",
-            ready.path.display()
-        );
-    };
-    Ok(ready
-        .loaded
-        .tokenizer
-        .encode_prompt(&template.render(messages, true)?)?)
-}
-
-/// Generates, writing the answer to stdout as it comes, then a newline.
-fn stream_answer(
-    ready: &Ready,
-    ids: &[u32],
-    params: &GenerateParams,
-) -> anyhow::Result<spice_hf_models::generate::Generated> {
+/// Generates through the session, writing the answer to stdout as it comes, then a newline.
+async fn stream_answer(ready: &Ready, prompt: Prompt) -> anyhow::Result<Completion> {
+    let mut stream = ready.model.stream(CompletionRequest::new(prompt)).await?;
     let mut stdout = std::io::stdout();
-    let out = generate(
-        &ready.loaded.model,
-        &ready.loaded.tokenizer,
-        ids,
-        params,
-        |piece| {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
-            Flow::Continue
-        },
-    )?;
+    let mut done = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Event::Text(piece) => {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+            Event::Done(c) => done = Some(c),
+            Event::Error(e) => return Err(e.into()),
+        }
+    }
     let _ = writeln!(stdout);
-    Ok(out)
+    done.context("generation ended without a result")
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let ready = load(&args.model, &args.generation).await?;
-    let loaded = &ready.loaded;
-    let prompt_ids = if args.raw {
-        loaded.tokenizer.encode_prompt(&args.prompt)?
+    let prompt = if args.raw {
+        Prompt::Text(args.prompt.clone())
     } else {
+        check_template(&ready)?;
         let mut messages = Vec::new();
         if let Some(system) = &args.generation.system {
             messages.push(Message::new("system", system));
         }
         messages.push(Message::new("user", &args.prompt));
-        chat_prompt(&ready, &messages)?
+        Prompt::Chat(messages)
     };
-    let params = args.generation.params();
-    let out = stream_answer(&ready, &prompt_ids, &params)?;
+    let out = stream_answer(&ready, prompt).await?;
     let mut stdout = std::io::stdout();
     if args.json {
-        let decoded = out.completion_tokens().saturating_sub(1);
+        let info = ready.model.info();
+        let decoded = out.completion_tokens.saturating_sub(1);
         let json = serde_json::json!({
             "text": out.text,
             "token_ids": out.token_ids,
-            "finish_reason": out.finish_reason.as_str(),
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens()},
+            "finish_reason": out.finish_reason,
+            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
             "timings": {
-                "load_ms": ready.load_ms,
+                "load_ms": info.load_ms,
                 "ttft_ms": out.ttft_ms,
                 "prefill_tokens_per_s": out.prompt_tokens as f64 / (out.prefill_ms / 1000.0),
                 "decode_tokens_per_s": if out.decode_ms > 0.0 { decoded as f64 / (out.decode_ms / 1000.0) } else { 0.0 },
             },
-            "backend": ready.backend.name(),
-            "memory": {"estimated_bytes": ready.footprint.total(), "peak_rss_bytes": peak_rss()},
+            "backend": info.backend,
+            "memory": {"estimated_bytes": info.estimated_bytes, "peak_rss_bytes": peak_rss()},
         });
         let _ = writeln!(stdout, "{json}");
     }
@@ -293,13 +269,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
     use std::io::{BufRead as _, IsTerminal as _};
     let ready = load(&args.model, &args.generation).await?;
-    if ready.loaded.template.is_none() {
+    if !ready.model.info().chat_template {
         bail!(
             "{} has no chat template, so it cannot chat; use `spice-hf run --raw`",
             ready.path.display()
         );
     }
-    let params = args.generation.params();
     let system: Vec<Message> = args
         .generation
         .system
@@ -325,8 +300,7 @@ pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
         history.push(Message::new("user", line.trim()));
-        let ids = chat_prompt(&ready, &history)?;
-        let out = stream_answer(&ready, &ids, &params)?;
+        let out = stream_answer(&ready, Prompt::Chat(history.clone())).await?;
         history.push(Message::new("assistant", &out.text));
     }
     Ok(ExitCode::SUCCESS)

@@ -67,6 +67,9 @@ pub struct ModelSpec {
     pub headroom: f64,
     /// The prompt of the health probe.
     pub health_prompt: String,
+    /// Run the health probe once after the load before declaring the model ready (default
+    /// `true`; a one-shot command line run can skip it).
+    pub warm_up: bool,
 }
 
 impl ModelSpec {
@@ -85,6 +88,7 @@ impl ModelSpec {
             capture_content: true,
             headroom: 0.25,
             health_prompt: "ping".to_string(),
+            warm_up: true,
         }
     }
 
@@ -150,6 +154,8 @@ pub struct ModelInfo {
     pub load_ms: Option<f64>,
     /// The file or directory loaded.
     pub path: Option<PathBuf>,
+    /// Whether it has a chat template (without one, only plain completion works).
+    pub chat_template: bool,
     /// Context length.
     pub context_length: usize,
     /// Requests generating now.
@@ -237,6 +243,7 @@ impl ServedModel {
             peak_rss_bytes: engine.and_then(|e| e.peak_rss),
             load_ms: engine.map(|e| e.load_ms),
             path: engine.map(|e| e.loaded.source.clone()),
+            chat_template: engine.is_some_and(|e| e.template.is_some()),
             context_length: self.spec.context_length,
             running: self.limiter.running(),
             waiting: self.limiter.waiting(),
@@ -285,8 +292,12 @@ impl ServedModel {
             .await?
             .clone();
         if self.health() == Health::Loading {
-            // First use after the load: the warm-up probe decides readiness.
-            self.probe(&self.spec.health_prompt).await;
+            if self.spec.warm_up {
+                // First use after the load: the warm-up probe decides readiness.
+                self.probe(&self.spec.health_prompt).await;
+            } else {
+                self.set_health(Health::Ready);
+            }
         }
         Ok(engine)
     }

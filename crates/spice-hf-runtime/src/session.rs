@@ -76,6 +76,10 @@ pub struct Completion {
     pub ttft_ms: f64,
     /// Arrival to last token, ms.
     pub duration_ms: f64,
+    /// Prefill (prompt to first logits), ms.
+    pub prefill_ms: f64,
+    /// Decode after the first token, ms.
+    pub decode_ms: f64,
 }
 
 /// What a stream yields.
@@ -396,6 +400,8 @@ impl ServedModel {
                             .map(|f| (f - arrival).as_secs_f64() * 1000.0)
                             .unwrap_or(0.0),
                         duration_ms: arrival.elapsed().as_secs_f64() * 1000.0,
+                        prefill_ms: out.prefill_ms,
+                        decode_ms: out.decode_ms,
                     };
                     telemetry.finish(&completion, capture);
                     let _ = tx.send(Event::Done(completion));

@@ -51,7 +51,7 @@ pub struct ModelBuilder {
     offline: bool,
     quant: Option<String>,
     backend: Option<BackendKind>,
-    max_concurrency: NonZeroUsize,
+    max_concurrency: usize,
     max_queue: usize,
     context_length: usize,
     defaults: GenerateParams,
@@ -82,7 +82,7 @@ impl Model {
             offline: false,
             quant: None,
             backend: None,
-            max_concurrency: NonZeroUsize::MIN,
+            max_concurrency: 1,
             max_queue: 16,
             context_length: 2048,
             defaults: GenerateParams::default(),
@@ -158,9 +158,9 @@ impl ModelBuilder {
         self
     }
 
-    /// Requests generating at once (default 1).
+    /// Requests generating at once (default 1; 0 is refused by [`ModelBuilder::load`]).
     pub fn max_concurrency(mut self, n: usize) -> Self {
-        self.max_concurrency = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        self.max_concurrency = n;
         self
     }
 
@@ -184,6 +184,11 @@ impl ModelBuilder {
 
     /// Pulls (when a Hub reference), checks memory, picks the backend, loads and warms up.
     pub async fn load(self) -> Result<Model> {
+        let max_concurrency = NonZeroUsize::new(self.max_concurrency).ok_or_else(|| {
+            spice_hf_runtime::Error::Config(
+                "max_concurrency 0 is invalid: at least one request must be able to run".into(),
+            )
+        })?;
         let path = PathBuf::from(&self.reference);
         let source = if path.exists() {
             Source::Path(path)
@@ -218,7 +223,7 @@ impl ModelBuilder {
                 .map_err(|e| spice_hf_runtime::Error::Config(format!("SPICE_HF_BACKEND: {e}")))?,
         };
         spec.context_length = self.context_length;
-        spec.limits.max_concurrency = self.max_concurrency;
+        spec.limits.max_concurrency = max_concurrency;
         spec.limits.max_queue = self.max_queue;
         spec.defaults = self.defaults;
         let runtime = Runtime::new(vec![spec])?;

@@ -66,6 +66,8 @@ async fn the_builder_pulls_loads_and_answers_then_works_offline() {
     assert_eq!(hub.requests().len(), requests);
 
     // Bad input is the layer's own error, named.
+    let err = build().max_concurrency(0).load().await.unwrap_err();
+    assert!(err.to_string().contains("max_concurrency 0"), "{err}");
     let err = crate::Model::builder("org/tiny@bad..rev")
         .load()
         .await
