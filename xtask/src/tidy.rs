@@ -82,6 +82,7 @@ const BANNED: &[&str] = &["backoff", "openssl", "openssl-sys"];
 pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
     let mut problems = deps(root)?;
     module_docs(root, &mut problems)?;
+    problems.extend(public_deps(root)?);
     Ok(problems)
 }
 
@@ -209,5 +210,222 @@ fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         } else if p.extension().is_some_and(|x| x == "rs") {
             out.push(p);
         }
+    }
+}
+
+/// Foreign crates each library crate may name in its public API (signatures, public fields,
+/// error variants, re-exports), and why. Anything else found there is a tidy problem: a foreign
+/// type in a public signature makes that crate's semver ours.
+const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
+    ("spice-hf-cache", &[], "plain Rust types only"),
+    (
+        "spice-hf-hub",
+        &[],
+        "plain Rust types only; reqwest stays inside",
+    ),
+    (
+        "spice-hf-backend",
+        &["burn"],
+        "the backend layer hands out Burn's run-time `Device`",
+    ),
+    (
+        "spice-hf-models",
+        &["burn"],
+        "models are built on the `Device` they are given",
+    ),
+    (
+        "spice-hf-runtime",
+        &["futures_util"],
+        "`Source::Fetch` returns a `BoxFuture`; streams implement `Stream`",
+    ),
+    (
+        "spice-hf-telemetry",
+        &[
+            "metrics_exporter_prometheus",
+            "serde_json",
+            "tracing",
+            "tracing_subscriber",
+        ],
+        "the Prometheus recorder for binaries; rows carry JSON labels; the history is a Layer",
+    ),
+    (
+        "spice-hf-server",
+        &["axum", "tokio"],
+        "the HTTP layer exposes its Router and serves a TcpListener",
+    ),
+    (
+        "spice-hf-mirror",
+        &["axum", "tokio"],
+        "the mirror exposes Routers for the test kit's fault layer",
+    ),
+    ("spice-hf", &[], "re-exports and the builder only"),
+];
+
+const OURS: &[&str] = &["std", "core", "alloc", "crate", "self", "super", "Self"];
+
+/// The crate each name imported by `use` comes from (`Device` -> `burn`).
+fn imports(text: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut stmt = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if stmt.is_empty() && !(t.starts_with("use ") || t.starts_with("pub use ")) {
+            continue;
+        }
+        stmt.push_str(t);
+        stmt.push(' ');
+        if !t.ends_with(';') {
+            continue;
+        }
+        let body = stmt
+            .trim_start_matches("pub ")
+            .trim_start_matches("use ")
+            .trim_end()
+            .trim_end_matches(';');
+        let root = body
+            .split("::")
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let names = body
+            .rsplit_once('{')
+            .map(|(_, r)| r.trim_end_matches('}').to_string())
+            .unwrap_or_else(|| body.rsplit("::").next().unwrap_or("").to_string());
+        for n in names.split(',') {
+            let n = n.trim();
+            let name = n
+                .rsplit(" as ")
+                .next()
+                .unwrap_or(n)
+                .rsplit("::")
+                .next()
+                .unwrap_or("")
+                .trim();
+            if !name.is_empty() && name != "_" && name != "self" {
+                map.insert(name.to_string(), root.clone());
+            }
+        }
+        stmt.clear();
+    }
+    map
+}
+
+/// Foreign crates named by the public lines of one file.
+fn foreign_in_public(text: &str, internal: &BTreeSet<String>) -> BTreeSet<String> {
+    let imported = imports(text);
+    let mut found = BTreeSet::new();
+    let mut in_pub_enum = 0i32;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("#[cfg(test)]") {
+            break;
+        }
+        let public = t.starts_with("pub ") && !t.starts_with("pub(");
+        if t.starts_with("pub enum ") {
+            in_pub_enum = 1;
+        } else if in_pub_enum > 0 {
+            in_pub_enum += t.matches('{').count() as i32 - t.matches('}').count() as i32;
+        }
+        if !(public || in_pub_enum > 0) || t.starts_with("pub mod ") || t.starts_with("//") {
+            continue;
+        }
+        let code = t.split("//").next().unwrap_or("");
+        for word in code.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')) {
+            // Crate roots are snake_case; `String::new` or `Self::X` are not crates.
+            let root = match word.split_once("::") {
+                Some((r, _)) if r.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                    Some(r.to_string())
+                }
+                Some(_) => None,
+                None => imported.get(word).cloned(),
+            };
+            if let Some(r) = root
+                && !r.is_empty()
+                && !OURS.contains(&r.as_str())
+                && !internal.contains(&r)
+            {
+                found.insert(r);
+            }
+        }
+    }
+    found
+}
+
+/// Checks every library crate's public lines against [`PUBLIC_DEPS`].
+pub(crate) fn public_deps(root: &Path) -> Result<Vec<String>> {
+    let internal: BTreeSet<String> = std::fs::read_dir(root.join("crates"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().replace('-', "_"))
+        .collect();
+    let mut problems = Vec::new();
+    for (krate, allowed, _why) in PUBLIC_DEPS {
+        let mut files = Vec::new();
+        collect_rs(&root.join("crates").join(krate).join("src"), &mut files);
+        // The crate's own modules are not foreign.
+        let mut internal = internal.clone();
+        internal.extend(
+            files
+                .iter()
+                .filter_map(|f| f.file_stem())
+                .map(|s| s.to_string_lossy().into_owned()),
+        );
+        for f in files {
+            if f.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f)?;
+            for dep in foreign_in_public(&text, &internal) {
+                if !allowed.contains(&dep.as_str()) {
+                    problems.push(format!(
+                        "{}: `{dep}` appears in a public item of {krate}; keep foreign types out of public signatures or add it to PUBLIC_DEPS with a reason",
+                        f.strip_prefix(root).unwrap_or(&f).display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::foreign_in_public;
+
+    #[test]
+    fn foreign_types_in_public_items_are_found() {
+        let internal = BTreeSet::from(["spice_hf_cache".to_string()]);
+        let found =
+            |src: &str| -> Vec<String> { foreign_in_public(src, &internal).into_iter().collect() };
+        assert_eq!(
+            found("use reqwest::Client;\npub fn c() -> Client { todo!() }"),
+            ["reqwest"]
+        );
+        assert_eq!(
+            found("pub enum E {\n    A(sha2::Sha256),\n}\nfn private(x: hyper::Body) {}"),
+            ["sha2"]
+        );
+        assert_eq!(
+            found(
+                "use std::path::PathBuf;\npub fn p(s: String) -> PathBuf { String::new().into() }"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            found(
+                "use spice_hf_cache::Cache;\npub fn c(c: &Cache) {}\npub(crate) fn d(x: burn::X) {}"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            found(
+                "use burn::tensor::{Device as Dev, Tensor};\npub struct S {\n    pub device: Dev,\n}"
+            ),
+            ["burn"]
+        );
     }
 }

@@ -46,11 +46,11 @@ impl ContentHash {
     /// A streaming hasher for content of `size` bytes.
     pub fn hasher(&self, size: u64) -> StreamHasher {
         match self {
-            Self::Sha256(_) => StreamHasher::Sha256(sha2::Sha256::new()),
+            Self::Sha256(_) => StreamHasher(HasherState::Sha256(sha2::Sha256::new())),
             Self::GitSha1(_) => {
                 let mut h = sha1::Sha1::new();
                 h.update(format!("blob {size}\0").as_bytes());
-                StreamHasher::GitSha1(h)
+                StreamHasher(HasherState::GitSha1(h))
             }
         }
     }
@@ -71,9 +71,13 @@ impl fmt::Debug for ContentHash {
     }
 }
 
-/// A hasher fed while bytes stream to disk, so verifying costs no second read.
+/// A hasher fed while bytes stream to disk, so verifying costs no second read. (Its state is
+/// private: the hash crates stay out of our public API.)
 #[derive(Clone)]
-pub enum StreamHasher {
+pub struct StreamHasher(HasherState);
+
+#[derive(Clone)]
+enum HasherState {
     /// sha256 state.
     Sha256(sha2::Sha256),
     /// git blob sha1 state (header already fed).
@@ -83,17 +87,17 @@ pub enum StreamHasher {
 impl StreamHasher {
     /// Feeds bytes.
     pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Self::Sha256(h) => h.update(data),
-            Self::GitSha1(h) => h.update(data),
+        match &mut self.0 {
+            HasherState::Sha256(h) => h.update(data),
+            HasherState::GitSha1(h) => h.update(data),
         }
     }
 
     /// Finishes and returns the hash, of the same kind as the one it was made from.
     pub fn finish(self) -> ContentHash {
-        match self {
-            Self::Sha256(h) => ContentHash::Sha256(hex::encode(h.finalize())),
-            Self::GitSha1(h) => ContentHash::GitSha1(hex::encode(h.finalize())),
+        match self.0 {
+            HasherState::Sha256(h) => ContentHash::Sha256(hex::encode(h.finalize())),
+            HasherState::GitSha1(h) => ContentHash::GitSha1(hex::encode(h.finalize())),
         }
     }
 }
