@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod fixtures;
+mod integration;
 mod release;
 mod tidy;
 
@@ -21,6 +22,8 @@ tasks:
   bench infer [--json F]   SmolLM2-135M on the CPU backend: load, prefill, decode, TTFT, RSS
   bench serve [--json F]   spice-hf serve under K streaming clients, and the session API direct
   bench all                all three
+  integration [--backend cpu|wgpu]
+                           pull, run and serve the fixture through real processes; logs in target/integration/
   release [--dry-run] VER  bump, CI, package (and publish) every publishable crate in order
   bench --compare A B      compare two benchmark JSON files";
 
@@ -48,6 +51,7 @@ fn main() -> Result<()> {
             fixtures::fetch(&sh).map(|p| println!("fixture ready: {}", p.display()))
         }
         Some("bench") => bench::run(&sh, &args[1..]),
+        Some("integration") => integration::run(&sh, &args[1..]),
         Some("release") => release::run(&sh, &workspace_root(), &release::parse(&args[1..])?),
         _ => {
             eprintln!("{USAGE}");
