@@ -140,27 +140,31 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
     step("doctests");
     cmd!(sh, "cargo test --workspace --all-features --locked --doc").run()?;
     step("examples (the offline ones, on the fixture model)");
-    let gguf = fixtures::fetch(sh)?;
+    // Built for the whole workspace so features unify as for the tests (`cargo run -p X`
+    // would resolve X's graph alone and rebuild Burn with other features).
     cmd!(
         sh,
-        "cargo run --locked --all-features -p spice-hf-models --example estimate -- {gguf} 512"
+        "cargo build --workspace --all-features --locked --examples"
     )
     .run()?;
-    let chat = cmd!(
-        sh,
-        "cargo run --locked --all-features -p spice-hf --example chat -- {gguf} 'What is the capital of France?'"
-    )
-    .read()?;
+    let gguf = fixtures::fetch(sh)?;
+    let examples = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug/examples");
+    let (estimate, chat_example, swap) = (
+        examples.join("estimate"),
+        examples.join("chat"),
+        examples.join("swap_backend"),
+    );
+    cmd!(sh, "{estimate} {gguf} 512").run()?;
+    let chat = cmd!(sh, "{chat_example} {gguf} 'What is the capital of France?'").read()?;
     println!("{chat}");
     anyhow::ensure!(
         chat.contains("The capital of France is Paris."),
         "the chat example did not answer as the model does: {chat}"
     );
-    cmd!(
-        sh,
-        "cargo run --locked --all-features -p spice-hf --example swap_backend -- {gguf} cuda cpu"
-    )
-    .run()?;
+    cmd!(sh, "{swap} {gguf} cuda cpu").run()?;
     step("rustdoc");
     {
         let _d = sh.push_env("RUSTDOCFLAGS", "-D warnings");
