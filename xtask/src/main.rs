@@ -165,6 +165,7 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
         "the chat example did not answer as the model does: {chat}"
     );
     cmd!(sh, "{swap} {gguf} cuda cpu").run()?;
+    pull_example_against_the_mirror(&examples, &gguf)?;
     step("rustdoc");
     {
         let _d = sh.push_env("RUSTDOCFLAGS", "-D warnings");
@@ -201,6 +202,56 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
     .run()?;
     println!("\nci: all checks passed");
     Ok(())
+}
+
+/// Runs the hub-only `pull` example against `spice-hf mirror serve` (the dev binary the tests
+/// built) serving the fixture as a Hub repository, into a scratch cache.
+fn pull_example_against_the_mirror(
+    examples: &std::path::Path,
+    gguf: &std::path::Path,
+) -> Result<()> {
+    use std::io::BufRead as _;
+    let target = examples.parent().context("examples dir")?;
+    let work = target.join("ci-examples");
+    let _ = std::fs::remove_dir_all(&work);
+    let repo = work.join("mirror").join(demo::REPO);
+    std::fs::create_dir_all(&repo)?;
+    let served = repo.join(gguf.file_name().context("fixture name")?);
+    if std::fs::hard_link(gguf, &served).is_err() {
+        std::fs::copy(gguf, &served)?;
+    }
+    let mut mirror = std::process::Command::new(target.join("spice-hf"))
+        .args(["mirror", "serve"])
+        .arg(work.join("mirror"))
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting spice-hf mirror serve (built by the tests)")?;
+    let mut line = String::new();
+    std::io::BufReader::new(mirror.stdout.take().context("mirror stdout")?).read_line(&mut line)?;
+    let endpoint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(|w| w.trim_end_matches(|c| c == ',' || c == ')').to_string());
+    let result = (|| -> Result<()> {
+        let endpoint = endpoint.with_context(|| format!("no address in {line:?}"))?;
+        let out = std::process::Command::new(examples.join("pull"))
+            .args([demo::REPO, "q4_1"])
+            .env("HF_ENDPOINT", &endpoint)
+            .env("SPICE_MODELS_DIR", work.join("cache"))
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}");
+        anyhow::ensure!(
+            out.status.success() && stdout.contains(".gguf"),
+            "the pull example failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    })();
+    let _ = mirror.kill();
+    let _ = mirror.wait();
+    result
 }
 
 #[cfg(test)]
