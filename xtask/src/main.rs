@@ -232,7 +232,7 @@ fn pull_example_against_the_mirror(
     let endpoint = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
-        .map(|w| w.trim_end_matches(|c| c == ',' || c == ')').to_string());
+        .map(|w| w.trim_end_matches([',', ')']).to_string());
     let result = (|| -> Result<()> {
         let endpoint = endpoint.with_context(|| format!("no address in {line:?}"))?;
         let out = std::process::Command::new(examples.join("pull"))
