@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod integration;
 mod release;
 mod tidy;
@@ -22,6 +23,7 @@ tasks:
   bench infer [--json F]   SmolLM2-135M on the CPU backend: load, prefill, decode, TTFT, RSS
   bench serve [--json F]   spice-hf serve under K streaming clients, and the session API direct
   bench all                all three
+  fuzz [SECONDS]           run the cargo-fuzz GGUF target for a bounded time (default 60 s)
   integration [--backend cpu|wgpu]
                            pull, run and serve the fixture through real processes; logs in target/integration/
   release [--dry-run] VER  bump, CI, package (and publish) every publishable crate in order
@@ -51,6 +53,7 @@ fn main() -> Result<()> {
             fixtures::fetch(&sh).map(|p| println!("fixture ready: {}", p.display()))
         }
         Some("bench") => bench::run(&sh, &args[1..]),
+        Some("fuzz") => fuzz::run(&sh, &args[1..]),
         Some("integration") => integration::run(&sh, &args[1..]),
         Some("release") => release::run(&sh, &workspace_root(), &release::parse(&args[1..])?),
         _ => {
