@@ -301,10 +301,43 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     for (name, value) in &rows {
         println!("{name:<28} {value:>10.1}");
     }
+    // Every CPU backend Burn offers, same model and prompt, through the model layer directly
+    // (bench/cpu-backends is its own workspace so ndarray stays out of the product's graph).
+    let manifest = crate::workspace_root().join("bench/cpu-backends/Cargo.toml");
+    cmd!(sh, "cargo build --release --manifest-path {manifest}").run()?;
+    let harness = crate::workspace_root()
+        .join("bench/cpu-backends/target/release/spice-hf-bench-cpu-backends");
+    let mut backends = Vec::new();
+    println!("\nCPU backends (model layer, 121-token prompt, 128 decoded tokens, one run each):");
+    println!(
+        "{:<8} {:>9} {:>14} {:>13} {:>9}",
+        "backend", "load ms", "prefill tok/s", "decode tok/s", "TTFT ms"
+    );
+    for b in ["flex", "ndarray"] {
+        let out = Command::new(&harness)
+            .arg(&gguf)
+            .arg(b)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            bail!("the {b} run failed");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        println!(
+            "{b:<8} {:>9.0} {:>14.1} {:>13.2} {:>9.0}",
+            f("load_ms"),
+            f("prefill_tokens_per_s"),
+            f("decode_tokens_per_s"),
+            f("ttft_ms")
+        );
+        backends.push(v);
+    }
     let json = json!({
         "benchmark": "infer",
         "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         "runs": runs,
+        "cpu_backends": backends,
     });
     if let Some(parent) = json_out.parent() {
         std::fs::create_dir_all(parent)?;
