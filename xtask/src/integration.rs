@@ -14,9 +14,17 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask integration [--backend cpu|wgpu]"),
     };
     let gguf = crate::fixtures::fetch(sh)?;
+    // The wgpu run needs the backend compiled in, and a Vulkan driver (Mesa's software one
+    // where there is no GPU, which `--backend wgpu` then uses because it is forced).
+    let features: &[&str] = if backend == "wgpu" {
+        crate::ensure_vulkan(sh)?;
+        &["--features", "spice-hf-cli/wgpu"]
+    } else {
+        &[]
+    };
     cmd!(
         sh,
-        "cargo build --release --locked -p spice-hf-cli -p spice-hf-e2e --bins"
+        "cargo build --release --locked -p spice-hf-cli -p spice-hf-e2e --bins {features...}"
     )
     .run()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")

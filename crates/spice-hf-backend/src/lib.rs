@@ -14,17 +14,48 @@
 //!
 //! # Features
 //!
-//! - `cpu` (default, always compiled): Burn's pure-Rust `flex` backend.
+//! Additive; forwarded to Burn 0.22 (the `spice-hf` facade forwards its own features here).
 //!
-//! The GPU backends (`cuda`, `wgpu`, `metal`, `vulkan`) are not compiled into this build yet:
-//! their variants exist and answer [`Error::BackendNotCompiled`].
+//! - `cpu` (default, always compiled): Burn's pure-Rust `flex` backend.
+//! - `wgpu`: wgpu on whatever graphics API the host has (Vulkan on Linux and Windows, Metal on
+//!   macOS, DX12), with Burn's WGSL compiler.
+//! - `vulkan`: `wgpu` plus Burn's SPIR-V compiler for Vulkan adapters (its kernels crash Mesa's
+//!   software Vulkan, lavapipe 22.3.6, so CI compile-checks it but runs wgpu with WGSL).
+//! - `metal`: `wgpu` plus Burn's native MSL compiler for Metal adapters.
+//! - `cuda`: NVIDIA CUDA. The driver (`libcuda.so.1`, `nvcuda.dll`) is loaded at run time and
+//!   no toolkit is needed to build, but Burn's CUDA stack (cubecl-llvm) downloads an LLVM bundle
+//!   in its build script, so the build needs network access.
+//!
+//! The only items that need a feature, `wgpu_adapters` and its `Adapter` types (`wgpu`), are
+//! marked with it in these docs. A backend that is not compiled in keeps its [`BackendKind`] variant and answers
+//! [`Error::BackendNotCompiled`] naming the feature to enable. The CUDA driver check is compiled
+//! into every build, so even a CPU-only binary says when the host has a CUDA GPU it is not
+//! using.
+//!
+//! # Never pick a software GPU
+//!
+//! wgpu lists software rasterizers (Mesa's lavapipe, Windows' WARP) as adapters. They run
+//! correctly but hundreds of times slower than the `cpu` backend, so automatic selection asks
+//! for a discrete, integrated or virtual GPU; a software adapter is used only when wgpu is
+//! forced. Driver start-up runs on a helper thread, time-boxed to [`PROBE_TIMEOUT`], with any
+//! panic caught.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cuda;
+#[cfg(feature = "wgpu")]
+mod gpu;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+use std::time::Duration;
 
 pub use burn::tensor::Device;
+
+/// How long one backend may take to start (driver load, adapter listing, first kernel) before
+/// the probe gives up on it and moves on.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Errors of backend selection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +113,8 @@ impl BackendKind {
     pub fn compiled(self) -> bool {
         match self {
             Self::Cpu => true,
-            Self::Cuda | Self::Wgpu => false,
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cuda => cfg!(feature = "cuda"),
         }
     }
 
@@ -96,12 +128,16 @@ impl BackendKind {
         }
     }
 
-    /// The device, if this build has the backend (without probing it).
+    /// Its device, as when forced: a GPU backend is probed first (once per process; a
+    /// software wgpu adapter is accepted when there is no GPU). An error when this build lacks
+    /// it or the host cannot run it.
     pub fn device(self) -> Result<Device> {
-        match self {
-            Self::Cpu => Ok(Device::flex()),
-            other => Err(Error::BackendNotCompiled(other)),
+        if !self.compiled() {
+            return Err(Error::BackendNotCompiled(self));
         }
+        start(self, true)
+            .map(|(device, _)| device)
+            .map_err(|reason| Error::Unavailable { kind: self, reason })
     }
 }
 
@@ -111,6 +147,68 @@ impl fmt::Display for BackendKind {
     }
 }
 
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+/// What kind of device a wgpu adapter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdapterKind {
+    /// A discrete GPU.
+    DiscreteGpu,
+    /// A GPU sharing memory with the CPU.
+    IntegratedGpu,
+    /// A virtualised or hosted GPU.
+    VirtualGpu,
+    /// A software rasterizer running on the CPU (lavapipe, llvmpipe, WARP).
+    Software,
+    /// Anything else the driver reports.
+    Other,
+}
+
+#[cfg(feature = "wgpu")]
+impl fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DiscreteGpu => "discrete GPU",
+            Self::IntegratedGpu => "integrated GPU",
+            Self::VirtualGpu => "virtual GPU",
+            Self::Software => "software",
+            Self::Other => "other",
+        })
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+/// One adapter wgpu reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adapter {
+    /// The device's name (`NVIDIA GeForce RTX 4090`, `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub name: String,
+    /// What kind of device it is.
+    pub kind: AdapterKind,
+    /// The graphics API it is reached through (`Vulkan`, `Metal`, `Dx12`).
+    pub api: String,
+    /// Driver name and version, when reported.
+    pub driver: String,
+}
+
+#[cfg(feature = "wgpu")]
+impl fmt::Display for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {})", self.name, self.api, self.kind)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+/// The adapters wgpu sees on the graphics APIs Burn uses, software ones included.
+pub fn wgpu_adapters() -> Result<Vec<Adapter>> {
+    time_boxed("listing the wgpu adapters", gpu::adapters).map_err(|reason| Error::Unavailable {
+        kind: BackendKind::Wgpu,
+        reason,
+    })
+}
+
 /// What probing one backend found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
@@ -118,6 +216,9 @@ pub struct ProbeResult {
     pub kind: BackendKind,
     /// `Ok` when usable, else why not.
     pub status: Result<(), String>,
+    /// What it runs on, when usable (`llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, software)`,
+    /// `1 CUDA device, driver 12.4`, `flex`).
+    pub detail: Option<String>,
 }
 
 /// A backend that was passed over, and why.
@@ -150,6 +251,14 @@ impl Selection {
 /// Picks a backend from probe results: the forced one (an error if unusable), else the first
 /// usable in [`BackendKind::ORDER`].
 pub fn select(forced: Option<BackendKind>, probes: &[ProbeResult]) -> Result<Selection> {
+    select_from(forced, &BackendKind::ORDER, probes)
+}
+
+fn select_from(
+    forced: Option<BackendKind>,
+    order: &[BackendKind],
+    probes: &[ProbeResult],
+) -> Result<Selection> {
     let status = |kind: BackendKind| {
         probes
             .iter()
@@ -171,7 +280,7 @@ pub fn select(forced: Option<BackendKind>, probes: &[ProbeResult]) -> Result<Sel
         };
     }
     let mut skipped = Vec::new();
-    for kind in BackendKind::ORDER {
+    for &kind in order {
         match status(kind) {
             Ok(()) => {
                 return Ok(Selection {
@@ -194,32 +303,113 @@ pub fn select(forced: Option<BackendKind>, probes: &[ProbeResult]) -> Result<Sel
     })
 }
 
-/// Probes one backend for real. Never panics: a backend that panics while starting is
-/// reported as unavailable with the panic message.
+/// Probes one backend for real, as automatic selection does (a software wgpu adapter does not
+/// count). Never panics: a backend that panics or hangs while starting is reported as
+/// unavailable with the panic message or the time-out.
 pub fn probe(kind: BackendKind) -> ProbeResult {
-    let status = if !kind.compiled() {
-        Err("not compiled in".to_string())
-    } else {
-        match std::panic::catch_unwind(|| probe_compiled(kind)) {
-            Ok(r) => r,
-            Err(panic) => Err(format!(
-                "panicked while starting: {}",
-                panic_message(&panic)
-            )),
-        }
-    };
-    ProbeResult { kind, status }
+    probe_with(kind, false)
 }
 
-fn probe_compiled(kind: BackendKind) -> Result<(), String> {
-    let device = kind.device().map_err(|e| e.to_string())?;
-    // A tiny computation proves the backend runs, not just that it was compiled.
-    let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0], &device);
+fn probe_with(kind: BackendKind, forced: bool) -> ProbeResult {
+    let (status, detail) = if kind.compiled() {
+        match start(kind, forced) {
+            Ok((_, detail)) => (Ok(()), Some(detail)),
+            Err(reason) => (Err(reason), None),
+        }
+    } else {
+        (Err(not_compiled_reason(kind)), None)
+    };
+    ProbeResult {
+        kind,
+        status,
+        detail,
+    }
+}
+
+/// "not compiled in", with what the host offers that this build cannot use.
+fn not_compiled_reason(kind: BackendKind) -> String {
+    match (kind, cuda::driver_status()) {
+        (BackendKind::Cuda, Ok(found)) => format!(
+            "not compiled in, although this host has {found}: rebuild with `--features cuda`"
+        ),
+        _ => "not compiled in".to_string(),
+    }
+}
+
+/// Starts a compiled-in backend and self-tests it: its device and a description.
+fn start(kind: BackendKind, allow_software: bool) -> Result<(Device, String), String> {
+    match kind {
+        BackendKind::Cpu => {
+            let device = Device::flex();
+            self_test(&device)?;
+            Ok((device, "flex".to_string()))
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            gpu::device(allow_software).map(|ready| (ready.device, ready.adapter.to_string()))
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let found = cuda::driver_status()?;
+            let device = time_boxed("starting CUDA", || {
+                let device = cuda::device()?;
+                self_test(&device)?;
+                Ok::<_, String>(device)
+            })??;
+            Ok((device, found))
+        }
+        #[allow(unreachable_patterns)] // Reason: reachable only in builds without a GPU feature.
+        other => {
+            let _ = allow_software;
+            Err(not_compiled_reason(other))
+        }
+    }
+}
+
+/// A tiny computation proves the backend runs, not just that it was compiled.
+fn self_test(device: &Device) -> Result<(), String> {
+    let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0], device);
     let sum: f32 = t.sum().into_scalar();
     if sum == 3.0 {
         Ok(())
     } else {
         Err(format!("self-test computed {sum} instead of 3"))
+    }
+}
+
+/// Runs `f` on a helper thread: a panic becomes an error naming `what`, and so does taking
+/// longer than [`PROBE_TIMEOUT`] (the thread is then left to finish on its own).
+fn time_boxed<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    time_boxed_for(what, PROBE_TIMEOUT, f)
+}
+
+fn time_boxed_for<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("spice-hf-probe".into())
+        .spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+    if let Err(e) = spawned {
+        return Err(format!("{what}: could not start a probe thread: {e}"));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(panic)) => Err(format!("panicked while {what}: {}", panic_message(&panic))),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "timed out after {} s {what} (a hung driver?)",
+            timeout.as_secs_f32()
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(format!("{what}: the probe thread ended without an answer"))
+        }
     }
 }
 
@@ -231,7 +421,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-/// Probes every backend in order.
+/// Probes every backend in order, as automatic selection does.
 pub fn probe_all() -> Vec<ProbeResult> {
     BackendKind::ORDER.into_iter().map(probe).collect()
 }
@@ -243,26 +433,58 @@ pub struct Choice {
     pub kind: BackendKind,
     /// Its device, for models and the runtime.
     pub device: Device,
+    /// What it runs on (`flex`, the wgpu adapter, the CUDA devices and driver).
+    pub detail: String,
     /// What was passed over and why.
     pub skipped: Vec<Skipped>,
     /// Whether it was forced.
     pub forced: bool,
 }
 
-/// Probes and chooses; logs every skipped backend at warn when falling back.
+/// Probes and chooses; logs every skipped backend at warn when falling back. A forced backend
+/// that is unavailable is an error, never a fallback.
 pub fn choose(forced: Option<BackendKind>) -> Result<Choice> {
+    choose_from(forced, &BackendKind::ORDER)
+}
+
+/// CUDA when it is compiled in and works, else the CPU (wgpu is not considered); the reason
+/// CUDA was skipped is in [`Choice::skipped`].
+pub fn cuda_if_available() -> Choice {
+    match choose_from(None, &[BackendKind::Cuda, BackendKind::Cpu]) {
+        Ok(choice) => choice,
+        Err(e) => {
+            // Only reachable if the CPU backend itself fails its self-test.
+            tracing::error!(error = %e, "no backend passed its self-test; using flex anyway");
+            Choice {
+                kind: BackendKind::Cpu,
+                device: Device::flex(),
+                detail: "flex (self-test failed)".to_string(),
+                skipped: Vec::new(),
+                forced: false,
+            }
+        }
+    }
+}
+
+fn choose_from(forced: Option<BackendKind>, order: &[BackendKind]) -> Result<Choice> {
     let probes = match forced {
-        Some(kind) => vec![probe(kind)],
-        None => probe_all(),
+        Some(kind) => vec![probe_with(kind, true)],
+        None => order.iter().map(|&k| probe(k)).collect(),
     };
-    let selection = select(forced, &probes)?;
+    let selection = select_from(forced, order, &probes)?;
     for s in &selection.skipped {
         tracing::warn!(backend = %s.kind, reason = %s.reason, chosen = %selection.kind, "backend unavailable; falling back");
     }
-    tracing::info!(backend = %selection.kind, forced = selection.forced, "backend selected");
+    let (device, detail) =
+        start(selection.kind, selection.forced).map_err(|reason| Error::Unavailable {
+            kind: selection.kind,
+            reason,
+        })?;
+    tracing::info!(backend = %selection.kind, device = %detail, forced = selection.forced, "backend selected");
     Ok(Choice {
         kind: selection.kind,
-        device: selection.kind.device()?,
+        device,
+        detail,
         skipped: selection.skipped,
         forced: selection.forced,
     })

@@ -257,6 +257,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "decode_tokens_per_s": if out.decode_ms > 0.0 { decoded as f64 / (out.decode_ms / 1000.0) } else { 0.0 },
             },
             "backend": info.backend,
+            "device": info.device,
             "memory": {"estimated_bytes": info.estimated_bytes, "peak_rss_bytes": peak_rss()},
         });
         let _ = writeln!(stdout, "{json}");
@@ -308,11 +309,12 @@ pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn backends() -> anyhow::Result<ExitCode> {
     let forced = spice_hf_backend::forced_from_env()?;
-    println!("{:<6} {:<9} STATUS", "BACKEND", "COMPILED");
+    println!("{:<7} {:<9} STATUS", "BACKEND", "COMPILED");
     for probe in spice_hf_backend::probe_all() {
-        let status = match &probe.status {
-            Ok(()) => "available".to_string(),
-            Err(reason) => format!("unavailable: {reason}"),
+        let status = match (&probe.status, &probe.detail) {
+            (Ok(()), Some(detail)) => format!("available: {detail}"),
+            (Ok(()), None) => "available".to_string(),
+            (Err(reason), _) => format!("unavailable: {reason}"),
         };
         println!(
             "{:<7} {:<9} {status}",
@@ -320,13 +322,24 @@ pub(crate) fn backends() -> anyhow::Result<ExitCode> {
             if probe.kind.compiled() { "yes" } else { "no" }
         );
     }
+    #[cfg(feature = "wgpu")]
+    match spice_hf_backend::wgpu_adapters() {
+        Ok(adapters) if adapters.is_empty() => println!("\nwgpu adapters: none"),
+        Ok(adapters) => {
+            println!("\nwgpu adapters:");
+            for a in adapters {
+                println!("  {a}  [driver: {}]", a.driver);
+            }
+        }
+        Err(e) => println!("\nwgpu adapters: {e}"),
+    }
     let choice = spice_hf_backend::choose(forced)?;
     let how = if choice.forced {
         "forced by SPICE_HF_BACKEND"
     } else {
         "best available"
     };
-    println!("\nwould use: {} ({how})", choice.kind);
+    println!("\nwould use: {} on {} ({how})", choice.kind, choice.detail);
     for s in &choice.skipped {
         println!("  skipped {}: {}", s.kind, s.reason);
     }

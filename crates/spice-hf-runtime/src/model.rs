@@ -144,6 +144,9 @@ pub struct ModelInfo {
     pub health: Health,
     /// Backend in use, once loaded.
     pub backend: Option<String>,
+    /// What the backend runs on, once loaded: `flex`, the wgpu adapter
+    /// (`NVIDIA GeForce RTX 4090 (Vulkan, discrete GPU)`), the CUDA devices and driver.
+    pub device: Option<String>,
     /// Backends passed over, with the reason (the fallback users must be able to see).
     pub skipped_backends: Vec<(String, String)>,
     /// The footprint estimate in bytes, once computed.
@@ -169,6 +172,7 @@ pub(crate) struct Engine {
     pub(crate) loaded: LoadedModel,
     pub(crate) template: Option<ChatTemplate>,
     backend: BackendKind,
+    device: String,
     skipped: Vec<(String, String)>,
     footprint: Footprint,
     load_ms: f64,
@@ -238,6 +242,7 @@ impl ServedModel {
             name: self.spec.name.clone(),
             health: self.health(),
             backend: engine.map(|e| e.backend.name().to_string()),
+            device: engine.map(|e| e.device.clone()),
             skipped_backends: engine.map(|e| e.skipped.clone()).unwrap_or_default(),
             estimated_bytes: engine.map(|e| e.footprint.total()),
             peak_rss_bytes: engine.and_then(|e| e.peak_rss),
@@ -370,6 +375,7 @@ impl ServedModel {
                 loaded,
                 template,
                 backend: choice.kind,
+                device: choice.detail.clone(),
                 skipped: choice
                     .skipped
                     .iter()

@@ -37,8 +37,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate has no cargo features yet: the CPU backend is always compiled, and the GPU
-//! features (`cuda`, `wgpu`, `metal`, `vulkan`) will be forwarded to the backend layer once.
+//! # Features
+//!
+//! The facade is where a build chooses its backends. Each feature is additive and forwarded
+//! once, to [`spice_hf_backend`], which forwards it to Burn; selection among the compiled ones
+//! happens at run time (CUDA, then wgpu, then the CPU, or the one forced with
+//! [`ModelBuilder::backend`] or `SPICE_HF_BACKEND`).
+//!
+//! | feature | backend | needs at run time |
+//! |---|---|---|
+//! | `cpu` (default, always on) | Burn's `flex` | nothing |
+//! | `wgpu` | wgpu: Vulkan (Linux, Windows), Metal (macOS), DX12 | a GPU driver |
+//! | `vulkan` | `wgpu` with Burn's SPIR-V compiler | a Vulkan driver |
+//! | `metal` | `wgpu` with Burn's native MSL compiler | Apple silicon / macOS |
+//! | `cuda` | NVIDIA CUDA | the NVIDIA driver (`libcuda.so.1`); no toolkit |
+//!
+//! `cuda` builds need network access: Burn's CUDA stack downloads an LLVM bundle in its build
+//! script. A backend that is not compiled in still has its
+//! [`BackendKind`](backend::BackendKind) variant; forcing it is an error naming the feature.
+//! Items that exist only with a feature (`backend::wgpu_adapters` with `wgpu`) carry the
+//! feature's mark in these docs.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use spice_hf_backend as backend;
 pub use spice_hf_cache as cache;

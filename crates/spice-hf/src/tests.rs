@@ -81,3 +81,43 @@ async fn the_builder_pulls_loads_and_answers_then_works_offline() {
         .unwrap_err();
     assert!(err.to_string().contains("org/missing"), "{err}");
 }
+
+#[test]
+fn backend_features_reach_the_backend_layer() {
+    use crate::backend::BackendKind;
+    // Forwarded once, additively: a facade feature always compiles the backend in (another
+    // crate of the same build may have compiled it in too, hence the implication).
+    assert!(BackendKind::Cpu.compiled());
+    assert!(!cfg!(feature = "wgpu") || BackendKind::Wgpu.compiled());
+    assert!(!cfg!(feature = "vulkan") || BackendKind::Wgpu.compiled());
+    assert!(!cfg!(feature = "metal") || BackendKind::Wgpu.compiled());
+    assert!(!cfg!(feature = "cuda") || BackendKind::Cuda.compiled());
+}
+
+/// Swapping the backend at run time through the builder: the same model on the CPU and on a
+/// forced wgpu (Mesa's software Vulkan in CI) gives the same greedy answer.
+#[cfg(feature = "wgpu")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_swaps_backends_at_run_time() {
+    use crate::backend::BackendKind;
+    use spice_hf_models::chat::Message;
+    let dir = tempfile::tempdir().unwrap();
+    spice_hf_testkit::fixtures::write_tiny_llama(dir.path(), 4).unwrap();
+    let mut answers = Vec::new();
+    for kind in [BackendKind::Cpu, BackendKind::Wgpu] {
+        let model = crate::Model::builder(dir.path().to_str().unwrap())
+            .backend(kind)
+            .context_length(128)
+            .load()
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let info = model.info();
+        assert_eq!(info.backend.as_deref(), Some(kind.name()));
+        assert!(info.skipped_backends.is_empty(), "forced: nothing skipped");
+        let answer = model.chat(&[Message::new("user", "hello")]).await.unwrap();
+        answers.push((answer.token_ids, info.device.unwrap()));
+    }
+    assert_eq!(answers[0].0, answers[1].0);
+    assert_eq!(answers[0].1, "flex");
+    assert_ne!(answers[1].1, "flex");
+}

@@ -394,6 +394,112 @@ async fn run_pulls_a_hub_model_and_prints_json() {
     );
 }
 
+/// `spice-hf backends` explains itself, and `--backend wgpu` runs the model on wgpu (Mesa's
+/// software Vulkan in CI) with the same greedy answer as the CPU.
+#[cfg(feature = "wgpu")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
+    let hub = hub_with(&fixtures::tiny_llama_files(4)).await;
+    let cache = tempfile::tempdir().unwrap();
+    let backends = |forced: Option<&str>| {
+        let mut c = spice(hub.url(), cache.path());
+        c.arg("backends");
+        if let Some(f) = forced {
+            c.env("SPICE_HF_BACKEND", f);
+        }
+        output(c)
+    };
+    let auto = backends(None).await;
+    assert!(auto.status.success(), "{}", text(&auto.stderr));
+    let listing = text(&auto.stdout);
+    assert!(
+        listing.contains("cpu     yes       available: flex"),
+        "{listing}"
+    );
+    assert!(listing.contains("wgpu    yes       "), "{listing}");
+    assert!(
+        listing.contains("cuda    no        unavailable: not compiled in"),
+        "{listing}"
+    );
+    assert!(listing.contains("\nwgpu adapters:\n  "), "{listing}");
+    let only_software = !listing.contains("GPU)  [driver");
+    if only_software {
+        // The CI machine: the software adapter is listed but never picked on its own.
+        assert!(
+            listing.contains("wgpu    yes       unavailable: no GPU adapter, only "),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("would use: cpu on flex (best available)"),
+            "{listing}"
+        );
+        assert!(
+            text(&auto.stderr).contains("falling back"),
+            "{}",
+            text(&auto.stderr)
+        );
+    }
+    let forced = backends(Some("wgpu")).await;
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(
+        text(&forced.stdout).contains("would use: wgpu on ")
+            && text(&forced.stdout).contains("(forced by SPICE_HF_BACKEND)"),
+        "{}",
+        text(&forced.stdout)
+    );
+    let cuda = backends(Some("cuda")).await;
+    assert!(!cuda.status.success());
+    assert!(
+        text(&cuda.stderr).contains("rebuild with `--features cuda`"),
+        "{}",
+        text(&cuda.stderr)
+    );
+    let typo = backends(Some("tpu")).await;
+    assert!(!typo.status.success());
+    assert!(
+        text(&typo.stderr).contains("unknown backend \"tpu\""),
+        "{}",
+        text(&typo.stderr)
+    );
+
+    let run = |backend: &'static str| {
+        let mut c = spice(hub.url(), cache.path());
+        c.args([
+            "run",
+            REPO,
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+            "--json",
+            "--backend",
+            backend,
+        ]);
+        output(c)
+    };
+    let on_cpu = run("cpu").await;
+    assert!(on_cpu.status.success(), "{}", text(&on_cpu.stderr));
+    let on_wgpu = run("wgpu").await;
+    assert!(on_wgpu.status.success(), "{}", text(&on_wgpu.stderr));
+    let json = |o: &Output| -> serde_json::Value {
+        serde_json::from_str(text(&o.stdout).lines().last().unwrap()).unwrap()
+    };
+    let (cpu, wgpu) = (json(&on_cpu), json(&on_wgpu));
+    assert_eq!(
+        (cpu["backend"].as_str(), cpu["device"].as_str()),
+        (Some("cpu"), Some("flex"))
+    );
+    assert_eq!(wgpu["backend"], "wgpu");
+    assert!(
+        wgpu["device"].as_str().unwrap().contains("(vulkan, ") || !only_software,
+        "{wgpu}"
+    );
+    assert_eq!(wgpu["token_ids"], cpu["token_ids"]);
+    assert_eq!(wgpu["text"], cpu["text"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_smollm2_gguf_answers_paris() {
     let Some(gguf) = fixtures::smollm2_gguf() else {
