@@ -63,7 +63,13 @@ pub(crate) fn device(allow_software: bool) -> Result<Ready, String> {
         Err(reason) => SOFTWARE
             .get_or_init(|| init(&[AdapterKind::Software]))
             .clone()
-            .map_err(|software| format!("{reason}; {software}")),
+            .map_err(|software| {
+                if software == reason {
+                    reason
+                } else {
+                    format!("{reason}; {software}")
+                }
+            }),
     }
 }
 

@@ -187,6 +187,7 @@ fn fake_driver(dir: &std::path::Path, init_rc: i32, devices: i32, symbols: bool)
         "int not_cuda = 1;\n".to_string()
     };
     std::fs::write(&src, code).unwrap();
+    #[allow(clippy::disallowed_methods)] // Reason: the test builds its fake drivers with `cc`.
     let status = std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-o"])
         .arg(&lib)

@@ -196,7 +196,14 @@ fn main() -> ExitCode {
         }
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPICE_HF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // wgpu probes OpenGL too while settling on a graphics API and logs an EGL failure at
+        // error level on hosts without a display driver; Burn computes on Vulkan/Metal/DX12.
+        .add_directive(
+            "wgpu_hal::gles=off"
+                .parse()
+                .expect("a valid directive literal"),
+        );
     let history = prepared
         .as_ref()
         .and_then(|p| p.history.clone())

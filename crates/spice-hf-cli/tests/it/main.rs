@@ -454,6 +454,35 @@ async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
         "{}",
         text(&cuda.stderr)
     );
+    // A host without any Vulkan driver (the loader pointed at none): a clear reason, and a
+    // forced wgpu fails instead of falling back.
+    let no_driver = |forced: Option<&str>| {
+        let mut c = spice(hub.url(), cache.path());
+        c.arg("backends")
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json");
+        if let Some(f) = forced {
+            c.env("SPICE_HF_BACKEND", f);
+        }
+        output(c)
+    };
+    let none = no_driver(None).await;
+    assert!(none.status.success(), "{}", text(&none.stderr));
+    assert!(
+        text(&none.stdout)
+            .contains("wgpu    yes       unavailable: no Vulkan adapter (no GPU driver found)")
+            && text(&none.stdout).contains("would use: cpu on flex"),
+        "{}",
+        text(&none.stdout)
+    );
+    let refused = no_driver(Some("wgpu")).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr)
+            .contains("backend wgpu was requested but is unavailable: no Vulkan adapter"),
+        "{}",
+        text(&refused.stderr)
+    );
     let typo = backends(Some("tpu")).await;
     assert!(!typo.status.success());
     assert!(
@@ -510,33 +539,45 @@ async fn run_smollm2_gguf_answers_paris() {
         println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
         return;
     };
-    let cache = tempfile::tempdir().unwrap();
-    let out = output({
-        let mut c = spice("http://127.0.0.1:9", cache.path());
-        c.args(["run"]).arg(&gguf).args([
-            "--prompt",
-            "What is the capital of France?",
-            "--json",
-            "--context",
-            "256",
-        ]);
-        c
-    })
-    .await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout.starts_with("The capital of France is Paris."),
-        "{stdout}"
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        v["token_ids"],
-        serde_json::json!([504, 3575, 282, 4649, 314, 7042, 30, 2])
-    );
-    assert_eq!(v["finish_reason"], "stop");
-    assert_eq!(v["usage"]["prompt_tokens"], 37);
-    assert!(v["memory"]["peak_rss_bytes"].as_u64().unwrap() > 100 << 20);
+    // The golden answer on every backend this binary has (wgpu forced: Mesa's software Vulkan
+    // in CI, where it takes about a minute).
+    let backends: &[&str] = if cfg!(feature = "wgpu") {
+        &["cpu", "wgpu"]
+    } else {
+        &["cpu"]
+    };
+    for backend in backends {
+        let cache = tempfile::tempdir().unwrap();
+        let out = output({
+            let mut c = spice("http://127.0.0.1:9", cache.path());
+            c.args(["run"]).arg(&gguf).args([
+                "--prompt",
+                "What is the capital of France?",
+                "--json",
+                "--context",
+                "256",
+                "--backend",
+                backend,
+            ]);
+            c
+        })
+        .await;
+        assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.starts_with("The capital of France is Paris."),
+            "{backend}: {stdout}"
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(v["backend"], *backend);
+        assert_eq!(
+            v["token_ids"],
+            serde_json::json!([504, 3575, 282, 4649, 314, 7042, 30, 2])
+        );
+        assert_eq!(v["finish_reason"], "stop");
+        assert_eq!(v["usage"]["prompt_tokens"], 37);
+        assert!(v["memory"]["peak_rss_bytes"].as_u64().unwrap() > 100 << 20);
+    }
 }
 
 /// Runs `spice-hf` with `stdin` piped in.
