@@ -27,10 +27,10 @@
 //!   in its build script, so the build needs network access.
 //!
 //! The only items that need a feature, `wgpu_adapters` and its `Adapter` types (`wgpu`), are
-//! marked with it in these docs. A backend that is not compiled in keeps its [`BackendKind`] variant and answers
-//! [`Error::BackendNotCompiled`] naming the feature to enable. The CUDA driver check is compiled
-//! into every build, so even a CPU-only binary says when the host has a CUDA GPU it is not
-//! using.
+//! marked with it in these docs. A backend that is not compiled in keeps its [`BackendKind`]
+//! variant and answers [`Error::BackendNotCompiled`] naming the feature to enable. The CUDA
+//! driver check is compiled into every build, so even a CPU-only binary says when the host has
+//! a CUDA GPU it is not using.
 //!
 //! # Never pick a software GPU
 //!
@@ -186,7 +186,7 @@ pub struct Adapter {
     pub name: String,
     /// What kind of device it is.
     pub kind: AdapterKind,
-    /// The graphics API it is reached through (`Vulkan`, `Metal`, `Dx12`).
+    /// The graphics API it is reached through, as wgpu names it (`vulkan`, `metal`, `dx12`).
     pub api: String,
     /// Driver name and version, when reported.
     pub driver: String,
