@@ -233,7 +233,12 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
 /// token, peak RSS next to the estimate. Three runs; the table shows the median.
 fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     let gguf = crate::fixtures::fetch(sh)?;
-    cmd!(sh, "cargo build --release --locked -p spice-hf-cli").run()?;
+    // With wgpu, for the record row of the tiny model on a (software) GPU below.
+    cmd!(
+        sh,
+        "cargo build --release --locked -p spice-hf-cli -p spice-hf-testkit --bins --features spice-hf-cli/wgpu"
+    )
+    .run()?;
     let spice = crate::workspace_root().join("target/release/spice-hf");
     let prompt = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the green valley. ".repeat(6);
     let mut runs: Vec<serde_json::Value> = Vec::new();
@@ -333,11 +338,13 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
         );
         backends.push(v);
     }
+    let gpu = tiny_on_each_backend(sh, &spice)?;
     let json = json!({
         "benchmark": "infer",
         "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         "runs": runs,
         "cpu_backends": backends,
+        "tiny_cpu_vs_wgpu": gpu,
     });
     if let Some(parent) = json_out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -477,4 +484,53 @@ fn tempdir_path(name: &str) -> Result<PathBuf> {
     let dir = crate::workspace_root().join("target/bench").join(name);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The tiny random Llama on the CPU and on wgpu (forced, so on a machine without a GPU it runs
+/// on Mesa's software Vulkan): what the wgpu path costs, for the record. SmolLM2 is too slow
+/// on a software adapter to be worth a row.
+fn tiny_on_each_backend(sh: &Shell, spice: &Path) -> Result<Vec<serde_json::Value>> {
+    let target = spice.parent().context("release dir")?;
+    let tiny = target.join("bench-tiny-llama");
+    let writer = target.join("write-tiny-llama");
+    cmd!(sh, "{writer} {tiny}").run()?;
+    println!("\ntiny random Llama (2 layers), 64 decoded tokens, one run each:");
+    println!(
+        "{:<8} {:<46} {:>9} {:>14} {:>13} {:>9}",
+        "backend", "device", "load ms", "prefill tok/s", "decode tok/s", "TTFT ms"
+    );
+    let mut out = Vec::new();
+    for backend in ["cpu", "wgpu"] {
+        let run = Command::new(spice)
+            .arg("run")
+            .arg(&tiny)
+            .args([
+                "--raw",
+                "--prompt",
+                "hello hello hello hello",
+                "--max-tokens",
+                "64",
+            ])
+            .args(["--ignore-eos", "--json", "--backend", backend])
+            .env("SPICE_HF_LOG", "error")
+            .env("NODEVICE_SELECT", "1")
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !run.status.success() {
+            bail!("the tiny model on {backend} failed");
+        }
+        let text = String::from_utf8_lossy(&run.stdout);
+        let v: serde_json::Value = serde_json::from_str(text.lines().last().context("no output")?)?;
+        let t = |k: &str| v["timings"][k].as_f64().unwrap_or(0.0);
+        println!(
+            "{backend:<8} {:<46} {:>9.0} {:>14.1} {:>13.1} {:>9.0}",
+            v["device"].as_str().unwrap_or("?"),
+            t("load_ms"),
+            t("prefill_tokens_per_s"),
+            t("decode_tokens_per_s"),
+            t("ttft_ms")
+        );
+        out.push(v);
+    }
+    Ok(out)
 }
