@@ -145,7 +145,7 @@ pub struct ModelInfo {
     /// Backend in use, once loaded.
     pub backend: Option<String>,
     /// What the backend runs on, once loaded: `flex`, the wgpu adapter
-    /// (`NVIDIA GeForce RTX 4090 (Vulkan, discrete GPU)`), the CUDA devices and driver.
+    /// (`NVIDIA GeForce RTX 4090 (vulkan, discrete GPU)`), the CUDA devices and driver.
     pub device: Option<String>,
     /// Backends passed over, with the reason (the fallback users must be able to see).
     pub skipped_backends: Vec<(String, String)>,
