@@ -377,6 +377,7 @@ async fn readiness_waits_for_the_load_and_the_warm_up() {
     let h: Value = server.get("/health").await.json().await.unwrap();
     assert_eq!(h["ready"], true);
     assert_eq!(h["models"][0]["backend"], "cpu");
+    assert_eq!(h["models"][0]["device"], "flex");
     assert_eq!(h["models"][0]["health"]["state"], "ready");
 }
 
