@@ -311,19 +311,25 @@ pub fn probe(kind: BackendKind) -> ProbeResult {
 }
 
 fn probe_with(kind: BackendKind, forced: bool) -> ProbeResult {
-    let (status, detail) = if kind.compiled() {
+    probe_device(kind, forced).0
+}
+
+/// Probes one backend and keeps the device it started, so choosing does not start it twice.
+fn probe_device(kind: BackendKind, forced: bool) -> (ProbeResult, Option<Device>) {
+    let (status, detail, device) = if kind.compiled() {
         match start(kind, forced) {
-            Ok((_, detail)) => (Ok(()), Some(detail)),
-            Err(reason) => (Err(reason), None),
+            Ok((device, detail)) => (Ok(()), Some(detail), Some(device)),
+            Err(reason) => (Err(reason), None, None),
         }
     } else {
-        (Err(not_compiled_reason(kind)), None)
+        (Err(not_compiled_reason(kind)), None, None)
     };
-    ProbeResult {
+    let result = ProbeResult {
         kind,
         status,
         detail,
-    }
+    };
+    (result, device)
 }
 
 /// "not compiled in", with what the host offers that this build cannot use.
@@ -467,19 +473,33 @@ pub fn cuda_if_available() -> Choice {
 }
 
 fn choose_from(forced: Option<BackendKind>, order: &[BackendKind]) -> Result<Choice> {
-    let probes = match forced {
-        Some(kind) => vec![probe_with(kind, true)],
-        None => order.iter().map(|&k| probe(k)).collect(),
+    // Probe in order and stop at the first usable backend: nothing after it is started.
+    let mut probes = Vec::new();
+    let mut started = None;
+    let candidates = match forced {
+        Some(kind) => vec![kind],
+        None => order.to_vec(),
     };
+    for kind in candidates {
+        let (result, device) = probe_device(kind, forced.is_some());
+        probes.push(result);
+        if let Some(device) = device {
+            started = Some(device);
+            break;
+        }
+    }
     let selection = select_from(forced, order, &probes)?;
     for s in &selection.skipped {
         tracing::warn!(backend = %s.kind, reason = %s.reason, chosen = %selection.kind, "backend unavailable; falling back");
     }
-    let (device, detail) =
-        start(selection.kind, selection.forced).map_err(|reason| Error::Unavailable {
+    let chosen = probes.last().filter(|p| p.kind == selection.kind);
+    let (Some(device), Some(detail)) = (started, chosen.and_then(|p| p.detail.clone())) else {
+        // `select_from` only chooses a backend whose probe succeeded, which is the last one.
+        return Err(Error::Unavailable {
             kind: selection.kind,
-            reason,
-        })?;
+            reason: "the chosen backend's probe kept no device".to_string(),
+        });
+    };
     tracing::info!(backend = %selection.kind, device = %detail, forced = selection.forced, "backend selected");
     Ok(Choice {
         kind: selection.kind,

@@ -401,14 +401,21 @@ async fn run_pulls_a_hub_model_and_prints_json() {
 async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
     let hub = hub_with(&fixtures::tiny_llama_files(4)).await;
     let cache = tempfile::tempdir().unwrap();
-    let backends = |forced: Option<&str>| {
+    // `spice-hf backends`, optionally forced, optionally on a host without any Vulkan driver
+    // (the loader pointed at none).
+    let backends_on = |forced: Option<&str>, no_vulkan: bool| {
         let mut c = spice(hub.url(), cache.path());
         c.arg("backends");
         if let Some(f) = forced {
             c.env("SPICE_HF_BACKEND", f);
         }
+        if no_vulkan {
+            c.env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+                .env("VK_DRIVER_FILES", "/nonexistent/icd.json");
+        }
         output(c)
     };
+    let backends = |forced: Option<&str>| backends_on(forced, false);
     let auto = backends(None).await;
     assert!(auto.status.success(), "{}", text(&auto.stderr));
     let listing = text(&auto.stdout);
@@ -454,19 +461,9 @@ async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
         "{}",
         text(&cuda.stderr)
     );
-    // A host without any Vulkan driver (the loader pointed at none): a clear reason, and a
-    // forced wgpu fails instead of falling back.
-    let no_driver = |forced: Option<&str>| {
-        let mut c = spice(hub.url(), cache.path());
-        c.arg("backends")
-            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
-            .env("VK_DRIVER_FILES", "/nonexistent/icd.json");
-        if let Some(f) = forced {
-            c.env("SPICE_HF_BACKEND", f);
-        }
-        output(c)
-    };
-    let none = no_driver(None).await;
+    // A host without any Vulkan driver: a clear reason, and a forced wgpu fails instead of
+    // falling back.
+    let none = backends_on(None, true).await;
     assert!(none.status.success(), "{}", text(&none.stderr));
     assert!(
         text(&none.stdout)
@@ -475,7 +472,7 @@ async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
         "{}",
         text(&none.stdout)
     );
-    let refused = no_driver(Some("wgpu")).await;
+    let refused = backends_on(Some("wgpu"), true).await;
     assert!(!refused.status.success());
     assert!(
         text(&refused.stderr)
