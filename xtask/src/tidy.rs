@@ -57,6 +57,18 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "the runtime composes models and backend and knows nothing of HTTP",
     ),
     (
+        "spice-hf-kernels",
+        &[
+            "burn",
+            "tokio",
+            "reqwest",
+            "spice-hf-models",
+            "spice-hf-backend",
+            "spice-hf-telemetry",
+        ],
+        "the kernels build and test without Burn or any other layer",
+    ),
+    (
         "spice-hf-telemetry",
         &["reqwest", "hyper", "axum", "burn", "spice-hf-runtime"],
         "telemetry is used by every layer and depends on none",
@@ -232,6 +244,11 @@ const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
         "spice-hf-models",
         &["burn"],
         "models are built on the `Device` they are given",
+    ),
+    (
+        "spice-hf-kernels",
+        &["half"],
+        "the KV cache's f16 values are `half::f16` slices",
     ),
     (
         "spice-hf-runtime",

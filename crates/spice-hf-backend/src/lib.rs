@@ -346,8 +346,13 @@ fn not_compiled_reason(kind: BackendKind) -> String {
 fn start(kind: BackendKind, allow_software: bool) -> Result<(Device, String), String> {
     match kind {
         BackendKind::Cpu => {
-            let device = Device::flex();
-            self_test(&device)?;
+            // Time-boxed like every other probe: the CPU backend is the fallback of last resort,
+            // and a hang or a panic there must still end in an error, not a dead process.
+            let device = time_boxed("starting the CPU backend", || {
+                let device = Device::flex();
+                self_test(&device)?;
+                Ok::<_, String>(device)
+            })??;
             Ok((device, "flex".to_string()))
         }
         #[cfg(feature = "wgpu")]

@@ -70,6 +70,17 @@ ranged!(Temperature, 0.0, 2.0, "temperature");
 ranged!(Probability, 0.0, 1.0, "probability (top_p, min_p)");
 ranged!(Penalty, 0.01, 10.0, "repetition penalty");
 
+/// `threads`, checked while parsing (1 to 1024).
+fn threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1..=1024).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "threads {v} is out of range; it must be between 1 and 1024"
+        )));
+    }
+    Ok(Some(v))
+}
+
 /// A model's parameters.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +103,9 @@ pub(crate) struct Params {
     pub(crate) chat_template: Option<String>,
     #[serde(default)]
     pub(crate) context_length: Option<usize>,
+    /// Threads for the CPU kernels (1 to 1024; default: the physical cores).
+    #[serde(default, deserialize_with = "threads")]
+    pub(crate) threads: Option<usize>,
     #[serde(default)]
     pub(crate) initial_load: Option<bool>,
     #[serde(default)]

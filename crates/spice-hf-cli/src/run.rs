@@ -11,7 +11,7 @@ use spice_hf_backend::BackendKind;
 use spice_hf_cache::Cache;
 use spice_hf_hub::{HubClient, ModelRef};
 use spice_hf_models::chat::Message;
-use spice_hf_models::footprint::{available_memory, peak_rss};
+use spice_hf_models::footprint::{Usage, WeightStorage, available_memory, peak_rss};
 use spice_hf_models::generate::GenerateParams;
 use spice_hf_models::loaded::ModelFiles;
 use spice_hf_models::sampling::SamplingParams;
@@ -32,6 +32,9 @@ pub(crate) struct ModelArgs {
     /// Context length (prompt plus answer) to size the KV cache for.
     #[arg(long, default_value_t = 2048)]
     context: usize,
+    /// Threads for the CPU kernels [default: the physical cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 /// Generation settings shared by `run` and `chat`.
@@ -127,6 +130,12 @@ pub(crate) struct EstimateArgs {
     /// Headroom added on top, as a fraction.
     #[arg(long, default_value_t = 0.25)]
     headroom: f64,
+    /// Requests served at once, each with a KV cache of the whole context.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_concurrency: u32,
+    /// Estimate for the Burn f32 path (GPU backends) instead of the packed CPU kernels.
+    #[arg(long)]
+    f32: bool,
 }
 
 /// Turns the model argument into a path, pulling from the Hub when it is a reference.
@@ -182,6 +191,7 @@ async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> 
     let mut spec = ModelSpec::new("model", Source::Path(path.clone()));
     spec.backend = forced_backend(generation.backend.as_deref())?;
     spec.context_length = model.context;
+    spec.threads = model.threads.map(usize::from);
     spec.defaults = generation.params();
     spec.capture_content = false;
     spec.warm_up = false;
@@ -350,7 +360,17 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
     let path = resolve(&args.model).await?;
     let files = ModelFiles::open(&path)?;
     let cfg = files.config()?;
-    let f = files.footprint(args.model.context, args.headroom)?;
+    let usage = Usage {
+        context: args.model.context,
+        sequences: args.max_concurrency as usize,
+        headroom: args.headroom,
+        storage: if args.f32 {
+            WeightStorage::F32
+        } else {
+            WeightStorage::Packed
+        },
+    };
+    let f = files.footprint(&usage)?;
     println!("model       {}", path.display());
     println!(
         "parameters  {:.1} M ({} layers, hidden {}, vocab {})",
@@ -360,11 +380,21 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
         cfg.vocab
     );
     println!("on disk     {}", gib(f.file_bytes));
-    println!("weights     {} (f32 in memory)", gib(f.weights_bytes));
     println!(
-        "KV cache    {} ({} positions)",
+        "weights     {} ({})",
+        gib(f.weights_bytes),
+        if args.f32 {
+            "decoded to f32 for the GPU path"
+        } else {
+            "kept as stored, memory-mapped"
+        }
+    );
+    println!(
+        "KV cache    {} ({} x {} positions, {})",
         gib(f.kv_cache_bytes),
-        args.model.context
+        usage.sequences,
+        args.model.context,
+        if args.f32 { "f32" } else { "f16" }
     );
     println!(
         "headroom    {} ({:.0}%)",

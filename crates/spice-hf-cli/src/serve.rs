@@ -27,7 +27,7 @@ pub(crate) struct ServeArgs {
     #[arg(required_unless_present = "config")]
     model: Option<String>,
     /// Serve the models listed in this YAML file instead.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "name", "max_concurrency", "max_queue", "quant", "context"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "name", "max_concurrency", "max_queue", "quant", "context", "threads"])]
     config: Option<PathBuf>,
     /// The model's id in /v1/models [default: the reference, or the file stem].
     #[arg(long)]
@@ -47,6 +47,9 @@ pub(crate) struct ServeArgs {
     /// Context length (prompt plus answer) [default: 2048].
     #[arg(long)]
     context: Option<usize>,
+    /// Threads for the CPU kernels [default: the physical cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
     #[arg(long)]
     backend: Option<String>,
@@ -110,6 +113,7 @@ pub(crate) fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
                     max_queue: args.max_queue,
                     quant: args.quant.clone(),
                     context_length: args.context,
+                    threads: args.threads.map(usize::from),
                     ..Params::default()
                 },
             }],
@@ -189,6 +193,7 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
     if let Some(c) = p.context_length {
         spec.context_length = c;
     }
+    spec.threads = p.threads;
     spec.initial_load = p.initial_load.unwrap_or(true);
     spec.capture_content = p.capture_content.unwrap_or(true) && !args.no_capture;
     spec.chat_template = p.chat_template.clone();

@@ -3,6 +3,7 @@
 //! and builds no device.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // Reason: an example talks on the terminal.
 
+use spice_hf_models::footprint::Usage;
 use spice_hf_models::loaded::ModelFiles;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,11 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let context: usize = args.next().map(|c| c.parse()).transpose()?.unwrap_or(2048);
     let files = ModelFiles::open(path.as_ref())?;
-    let f = files.footprint(context, 0.25)?;
+    let f = files.footprint(&Usage::new(context))?;
     let mib = |b: u64| b as f64 / 1048576.0;
     println!("parameters {:.1} M", f.parameters as f64 / 1e6);
     println!("on disk    {:.1} MiB", mib(f.file_bytes));
-    println!("weights    {:.1} MiB (f32 in memory)", mib(f.weights_bytes));
+    println!(
+        "weights    {:.1} MiB (kept as stored, memory-mapped)",
+        mib(f.weights_bytes)
+    );
     println!(
         "KV cache   {:.1} MiB ({context} positions)",
         mib(f.kv_cache_bytes)

@@ -1,41 +1,89 @@
-//! Memory footprint: what a model will take once loaded (weights as this build stores them,
-//! the KV cache for the context, headroom), and the memory the host has free.
+//! Memory footprint: what a model will take once loaded (weights as the engine keeps them, the
+//! KV cache of every concurrent sequence, headroom), and the memory the host has free.
 
 use crate::weights::LlamaConfig;
+
+/// How the weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WeightStorage {
+    /// As the file stores them, memory-mapped (the CPU kernels); f16 KV cache.
+    Packed,
+    /// Decoded to f32 (the Burn graph); f32 KV cache.
+    F32,
+}
+
+/// What the model will be asked to hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// Positions (prompt plus answer) each sequence may use.
+    pub context: usize,
+    /// Sequences at once (the server's `max_concurrency`).
+    pub sequences: usize,
+    /// Headroom for activations and the allocator, as a fraction (e.g. 0.25).
+    pub headroom: f64,
+    /// How the weights are held.
+    pub storage: WeightStorage,
+}
+
+impl Usage {
+    /// One sequence of `context` positions, packed weights, 25 % headroom.
+    pub fn new(context: usize) -> Self {
+        Self {
+            context,
+            sequences: 1,
+            headroom: 0.25,
+            storage: WeightStorage::Packed,
+        }
+    }
+}
 
 /// Bytes a model needs, by component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footprint {
     /// Parameters.
     pub parameters: u64,
-    /// Weights in memory (this build dequantizes to f32: 4 bytes per parameter).
+    /// Weights in memory: the file's tensor bytes when packed, 4 bytes per parameter (plus the
+    /// transposed LM head of a tied embedding) when decoded to f32.
     pub weights_bytes: u64,
-    /// Bytes the weights take on disk (quantized).
+    /// Bytes the weights take on disk.
     pub file_bytes: u64,
-    /// KV cache for the context (f32 keys and values, every layer).
+    /// KV cache: keys and values of every layer for `context` positions of every sequence.
     pub kv_cache_bytes: u64,
     /// Headroom for activations and the allocator.
     pub headroom_bytes: u64,
 }
 
 impl Footprint {
-    /// Estimates the footprint of `cfg` for `context` positions, with `headroom` (e.g. 0.25).
-    pub fn estimate(
-        cfg: &LlamaConfig,
-        parameters: u64,
-        file_bytes: u64,
-        context: usize,
-        headroom: f64,
-    ) -> Self {
-        let weights_bytes = parameters * 4
-            + if cfg.tie_embeddings {
-                (cfg.vocab * cfg.hidden * 4) as u64
-            } else {
-                0
-            };
-        let kv_cache_bytes =
-            2 * cfg.layers as u64 * (cfg.kv_heads * cfg.head_dim()) as u64 * context as u64 * 4;
-        let headroom_bytes = ((weights_bytes + kv_cache_bytes) as f64 * headroom) as u64;
+    /// Estimates the footprint of `cfg` for `usage`.
+    pub fn estimate(cfg: &LlamaConfig, parameters: u64, file_bytes: u64, usage: &Usage) -> Self {
+        let (weights_bytes, kv_element) = match usage.storage {
+            WeightStorage::Packed => (file_bytes, 2u64),
+            WeightStorage::F32 => (
+                parameters
+                    .saturating_mul(4)
+                    .saturating_add(if cfg.tie_embeddings {
+                        (cfg.vocab as u64)
+                            .saturating_mul(cfg.hidden as u64)
+                            .saturating_mul(4)
+                    } else {
+                        0
+                    }),
+                4,
+            ),
+        };
+        let kv_cache_bytes = [
+            2,
+            cfg.layers as u64,
+            (cfg.kv_heads as u64).saturating_mul(cfg.head_dim() as u64),
+            usage.context as u64,
+            usage.sequences.max(1) as u64,
+            kv_element,
+        ]
+        .into_iter()
+        .fold(1u64, u64::saturating_mul);
+        let headroom_bytes =
+            (weights_bytes.saturating_add(kv_cache_bytes) as f64 * usage.headroom) as u64;
         Self {
             parameters,
             weights_bytes,
@@ -47,7 +95,9 @@ impl Footprint {
 
     /// Everything together.
     pub fn total(&self) -> u64 {
-        self.weights_bytes + self.kv_cache_bytes + self.headroom_bytes
+        self.weights_bytes
+            .saturating_add(self.kv_cache_bytes)
+            .saturating_add(self.headroom_bytes)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod llama;
 pub mod loaded;
 pub mod quant;
 pub mod sampling;
+pub mod tensors;
 #[cfg(test)]
 mod tests;
 pub mod tokenizer;

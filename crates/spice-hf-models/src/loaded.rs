@@ -3,14 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
-
 use crate::chat::ChatTemplate;
-use crate::footprint::Footprint;
+use crate::footprint::{Footprint, Usage};
 use crate::gguf::GgufFile;
-use crate::llama::Llama;
+use crate::llama::{Compute, Llama};
+use crate::tensors::TensorSet;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{LlamaConfig, load_gguf, load_safetensors_dir};
+use crate::weights::LlamaConfig;
 use crate::{Error, Result};
 
 /// A model ready to generate: architecture, tokenizer, chat template (if it has one).
@@ -67,9 +66,10 @@ impl ModelFiles {
         }
     }
 
-    /// Estimates the memory the model will take for `context` positions.
-    pub fn footprint(&self, context: usize, headroom: f64) -> Result<Footprint> {
+    /// Estimates the memory the model will take for `usage`.
+    pub fn footprint(&self, usage: &Usage) -> Result<Footprint> {
         let cfg = self.config()?;
+        cfg.validate()?;
         let (params, file_bytes) = match self {
             Self::Gguf(g) => (
                 g.tensors.iter().map(|t| t.elements()).sum(),
@@ -86,38 +86,32 @@ impl ModelFiles {
                 (params, bytes)
             }
         };
-        Ok(Footprint::estimate(
-            &cfg, params, file_bytes, context, headroom,
-        ))
+        Ok(Footprint::estimate(&cfg, params, file_bytes, usage))
     }
 
-    /// Loads everything on `device` with room for `context` positions.
-    pub fn load(self, context: usize, device: &Device) -> Result<LoadedModel> {
+    /// Loads everything with room for `context` positions, computing as `compute` says.
+    pub fn load(self, context: usize, compute: &Compute) -> Result<LoadedModel> {
         let cfg = self.config()?;
-        match self {
-            Self::Gguf(g) => {
-                let tokenizer = Tokenizer::from_gguf(&g)?;
-                let template = ChatTemplate::from_gguf(&g);
-                let weights = load_gguf(&g, &cfg)?;
-                Ok(LoadedModel {
-                    model: Llama::new(cfg, weights, context, device)?,
-                    tokenizer,
-                    template,
-                    source: g.path.clone(),
-                })
-            }
-            Self::Safetensors(dir) => {
-                let tokenizer = Tokenizer::from_dir(&dir)?;
-                let template = ChatTemplate::from_dir(&dir)?;
-                let weights = load_safetensors_dir(&dir)?;
-                Ok(LoadedModel {
-                    model: Llama::new(cfg, weights, context, device)?,
-                    tokenizer,
-                    template,
-                    source: dir,
-                })
-            }
-        }
+        let (tensors, tokenizer, template, source) = match self {
+            Self::Gguf(g) => (
+                TensorSet::from_gguf(&g)?,
+                Tokenizer::from_gguf(&g)?,
+                ChatTemplate::from_gguf(&g),
+                g.path.clone(),
+            ),
+            Self::Safetensors(dir) => (
+                TensorSet::from_safetensors_dir(&dir)?,
+                Tokenizer::from_dir(&dir)?,
+                ChatTemplate::from_dir(&dir)?,
+                dir,
+            ),
+        };
+        Ok(LoadedModel {
+            model: Llama::load(cfg, &tensors, context, compute)?,
+            tokenizer,
+            template,
+            source,
+        })
     }
 }
 

@@ -99,7 +99,7 @@ impl Sampler {
         if p.temperature <= 0.0 || p.top_k == 1 {
             return argmax(&logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits
+        let cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
             .map(|(i, &l)| (i as u32, l / p.temperature))
@@ -108,31 +108,7 @@ impl Sampler {
         if cand.is_empty() {
             return argmax(&logits);
         }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 {
-            cand.truncate(p.top_k);
-        }
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|(_, l)| (l - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
-        let mut keep = probs.len();
-        if p.min_p > 0.0 {
-            keep = probs
-                .iter()
-                .take_while(|&&x| x >= p.min_p * probs[0])
-                .count()
-                .max(1);
-        }
-        if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            let n = probs.iter().take(keep).take_while(|&&x| {
-                let before = acc;
-                acc += x;
-                before < p.top_p
-            });
-            keep = n.count().max(1);
-        }
+        let (cand, probs, keep) = truncate(cand, p);
         let total: f32 = probs[..keep].iter().sum();
         let mut r = self.rng.random::<f32>() * total;
         for (i, &x) in probs[..keep].iter().enumerate() {
@@ -142,6 +118,77 @@ impl Sampler {
             r -= x;
         }
         cand[keep - 1].0
+    }
+}
+
+/// Most likely first, then the lower id.
+fn by_likelihood(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Applies top-k, min-p and top-p to the (non-empty) candidates: returns them with their
+/// probabilities (normalised over the top-k set) and how many are kept. Only as many
+/// candidates as the cut needs are sorted (a partial selection that grows by doubling), so a
+/// 49,152-token vocabulary is not sorted every step; the kept candidates and their order are
+/// exactly those a full sort gives.
+fn truncate(mut cand: Vec<(u32, f32)>, p: &SamplingParams) -> (Vec<(u32, f32)>, Vec<f32>, usize) {
+    if p.top_k > 0 && p.top_k < cand.len() {
+        cand.select_nth_unstable_by(p.top_k - 1, by_likelihood);
+        cand.truncate(p.top_k);
+    }
+    let n = cand.len();
+    let max = cand.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
+    // In f64, so the normaliser does not depend on the order candidates come in.
+    let sum = cand
+        .iter()
+        .map(|(_, l)| (l - max).exp() as f64)
+        .sum::<f64>() as f32;
+    if p.top_p >= 1.0 && p.min_p <= 0.0 {
+        // No cut: every candidate stays. Order does not change the distribution; a top-k set is
+        // small, so it is sorted to draw exactly as a full sort does, and a whole vocabulary
+        // is left in id order (same distribution, no sort).
+        if p.top_k > 0 {
+            cand.sort_by(by_likelihood);
+        }
+        let probs = cand.iter().map(|(_, l)| (l - max).exp() / sum).collect();
+        return (cand, probs, n);
+    }
+    let mut k = 64.min(n);
+    loop {
+        if k < n {
+            cand.select_nth_unstable_by(k - 1, by_likelihood);
+        }
+        cand[..k].sort_by(by_likelihood);
+        let probs: Vec<f32> = cand[..k]
+            .iter()
+            .map(|(_, l)| (l - max).exp() / sum)
+            .collect();
+        let mut keep = k;
+        let mut complete = k == n;
+        if p.min_p > 0.0 {
+            keep = probs
+                .iter()
+                .take_while(|&&x| x >= p.min_p * probs[0])
+                .count()
+                .max(1);
+            complete |= keep < k;
+        }
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let within = probs.iter().take(keep).take_while(|&&x| {
+                let before = acc;
+                acc += x;
+                before < p.top_p
+            });
+            let top = within.count().max(1);
+            // The cut is known once the mass reached top_p inside the sorted prefix.
+            complete |= top < keep || acc >= p.top_p;
+            keep = top;
+        }
+        if complete {
+            return (cand, probs, keep);
+        }
+        k = (k * 2).min(n);
     }
 }
 

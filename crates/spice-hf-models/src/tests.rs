@@ -506,3 +506,54 @@ fn gguf_mutation_fuzz() {
         "most mutations must be rejected ({errors})"
     );
 }
+
+#[test]
+fn the_kernels_decoder_equals_the_independent_dequantizer_value_for_value() {
+    use spice_hf_kernels::format::decode_row;
+    // Random blocks with finite scales (NaN scales are not comparable value for value).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut byte = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    };
+    for ty in [
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
+        let format = crate::tensors::format_of(ty).unwrap();
+        let (n, bytes) = (format.block_values() * 3, format.block_bytes() * 3);
+        let mut raw: Vec<u8> = (0..bytes).map(|_| byte()).collect();
+        let scale_at: &[usize] = match ty {
+            GgmlType::Q6K => &[208],
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => &[0],
+            GgmlType::F16 | GgmlType::BF16 => &[],
+            _ => &[0, 2],
+        };
+        for b in 0..3 {
+            for &o in scale_at {
+                let at = b * format.block_bytes() + o;
+                raw[at..at + 2].copy_from_slice(&half::f16::from_f32(0.03).to_le_bytes());
+            }
+        }
+        if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
+            // Clear the exponent's top bit so no value is NaN or infinite.
+            for pair in raw.chunks_exact_mut(2) {
+                pair[1] &= 0x3F;
+            }
+        }
+        let want = dequantize(ty, &raw, n).unwrap();
+        let mut got = vec![0f32; n];
+        decode_row(format, &raw, &mut got);
+        assert_eq!(got, want, "{ty}");
+    }
+}

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use spice_hf_kernels::ops::RopeLayout;
+
 use crate::gguf::GgufFile;
+use crate::tensors::TensorSet;
 use crate::{Error, Result};
 
 /// One tensor on the host: PyTorch shape and f32 values, row-major.
@@ -179,7 +182,7 @@ impl LlamaConfig {
 }
 
 /// GGUF name → Hugging Face name.
-fn hf_name(gguf: &str) -> Option<String> {
+pub(crate) fn hf_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -227,82 +230,50 @@ pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> V
 
 /// Loads and dequantizes every tensor of a Llama GGUF into Hugging Face names and layout.
 pub fn load_gguf(g: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
+    dequantize_all(&TensorSet::from_gguf(g)?, cfg)
+}
+
+/// Loads every `*.safetensors` file in `dir` (F32, F16 and BF16 tensors) as f32.
+pub fn load_safetensors_dir(dir: &Path) -> Result<Weights> {
+    let set = TensorSet::from_safetensors_dir(dir)?;
     let mut out = Weights::new();
-    for t in &g.tensors {
-        // Tensors the architecture does not use (e.g. `rope_freqs`) are skipped.
-        let Some(name) = hf_name(&t.name) else {
-            continue;
-        };
-        let shape = t.shape();
-        let mut data = g.read_f32(t)?;
-        if shape.len() == 2 && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight"))
+    for t in set.iter() {
+        out.insert(
+            t.name.clone(),
+            HostTensor {
+                shape: t.shape.clone(),
+                data: t.to_f32(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Every tensor of `set` in f32 and Hugging Face layout (GGUF's Q/K rows un-permuted).
+pub fn dequantize_all(set: &TensorSet, cfg: &LlamaConfig) -> Result<Weights> {
+    cfg.validate()?;
+    let mut out = Weights::new();
+    for t in set.iter() {
+        let mut data = t.to_f32();
+        let name = &t.name;
+        if set.rope_layout == RopeLayout::Interleaved
+            && t.shape.len() == 2
+            && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight"))
         {
             let heads = if name.ends_with("q_proj.weight") {
                 cfg.heads
             } else {
                 cfg.kv_heads
             };
-            data = unpermute_rows(&data, shape[0], shape[1], heads);
+            data = unpermute_rows(&data, t.shape[0], t.shape[1], heads);
         }
-        out.insert(name, HostTensor { shape, data });
-    }
-    Ok(out)
-}
-
-/// Loads every `*.safetensors` file in `dir` (F32, F16 and BF16 tensors).
-pub fn load_safetensors_dir(dir: &Path) -> Result<Weights> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io("list", dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Config(format!(
-            "no .safetensors file in {}",
-            dir.display()
-        )));
-    }
-    let mut out = Weights::new();
-    for path in files {
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        for (name, view) in st.tensors() {
-            let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                safetensors::Dtype::F32 => raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                safetensors::Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                safetensors::Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                other => {
-                    return Err(Error::Safetensors {
-                        path: path.clone(),
-                        reason: format!(
-                            "tensor {name} has unsupported dtype {other:?} (F32, F16, BF16 are)"
-                        ),
-                    });
-                }
-            };
-            out.insert(
-                name,
-                HostTensor {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
-        }
+        out.insert(
+            name.clone(),
+            HostTensor {
+                shape: t.shape.clone(),
+                data,
+            },
+        );
     }
     Ok(out)
 }

@@ -9,8 +9,9 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use spice_hf_backend::BackendKind;
 use spice_hf_models::chat::ChatTemplate;
-use spice_hf_models::footprint::{Footprint, available_memory, peak_rss};
+use spice_hf_models::footprint::{Footprint, Usage, WeightStorage, available_memory, peak_rss};
 use spice_hf_models::generate::{Flow, GenerateParams};
+use spice_hf_models::llama::Compute;
 use spice_hf_models::loaded::{LoadedModel, ModelFiles};
 use spice_hf_telemetry::names;
 use tokio::sync::OnceCell;
@@ -70,6 +71,8 @@ pub struct ModelSpec {
     /// Run the health probe once after the load before declaring the model ready (default
     /// `true`; a one-shot command line run can skip it).
     pub warm_up: bool,
+    /// Threads the CPU kernels use (`None`: the physical cores). Ignored on GPU backends.
+    pub threads: Option<usize>,
 }
 
 impl ModelSpec {
@@ -89,6 +92,7 @@ impl ModelSpec {
             headroom: 0.25,
             health_prompt: "ping".to_string(),
             warm_up: true,
+            threads: None,
         }
     }
 
@@ -107,6 +111,14 @@ impl ModelSpec {
             return bad(format!(
                 "model `{}`: context_length {} is too small (at least 8)",
                 self.name, self.context_length
+            ));
+        }
+        if let Some(t) = self.threads
+            && !(1..=1024).contains(&t)
+        {
+            return bad(format!(
+                "model `{}`: threads {t} must be between 1 and 1024",
+                self.name
             ));
         }
         if !(0.0..=4.0).contains(&self.headroom) {
@@ -325,11 +337,22 @@ impl ServedModel {
                 reason,
             };
             let files = ModelFiles::open(&path).map_err(|e| load_err(e.to_string()))?;
-            let footprint = files
-                .footprint(spec.context_length, spec.headroom)
-                .map_err(|e| load_err(e.to_string()))?;
             let choice =
                 spice_hf_backend::choose(spec.backend).map_err(|e| load_err(e.to_string()))?;
+            // Every request that may run at once holds a KV cache of the whole context.
+            let usage = Usage {
+                context: spec.context_length,
+                sequences: spec.limits.max_concurrency.get(),
+                headroom: spec.headroom,
+                storage: if choice.kind == BackendKind::Cpu {
+                    WeightStorage::Packed
+                } else {
+                    WeightStorage::F32
+                },
+            };
+            let footprint = files
+                .footprint(&usage)
+                .map_err(|e| load_err(e.to_string()))?;
             for s in &choice.skipped {
                 let reason = if s.kind.compiled() {
                     "unavailable"
@@ -342,20 +365,30 @@ impl ServedModel {
                 && footprint.total() > available
             {
                 return Err(load_err(format!(
-                    "it needs about {} MiB ({} MiB of weights, {} MiB of KV cache for {} positions, {:.0} % headroom) \
+                    "it needs about {} MiB ({} MiB of weights, {} MiB of KV cache for {} x {} positions, {:.0} % headroom) \
                      but {} MiB are available on the {} device; use a smaller quantization, a shorter context_length, \
-                     or the CPU backend",
+                     a lower max_concurrency, or the CPU backend",
                     footprint.total() >> 20,
                     footprint.weights_bytes >> 20,
                     footprint.kv_cache_bytes >> 20,
+                    usage.sequences,
                     spec.context_length,
                     spec.headroom * 100.0,
                     available >> 20,
                     choice.kind
                 )));
             }
+            // The CPU backend runs our kernels over the packed weights; GPU devices run Burn.
+            let compute = if choice.kind == BackendKind::Cpu {
+                match spec.threads {
+                    Some(threads) => Compute::cpu(threads),
+                    None => Compute::cpu_default(),
+                }
+            } else {
+                Compute::Burn(choice.device.clone())
+            };
             let loaded = files
-                .load(spec.context_length, &choice.device)
+                .load(spec.context_length, &compute)
                 .map_err(|e| load_err(e.to_string()))?;
             let template = match &spec.chat_template {
                 Some(source) => {
@@ -371,11 +404,15 @@ impl ServedModel {
                 }
                 None => loaded.template.clone(),
             };
+            let device = loaded
+                .model
+                .compute_detail()
+                .unwrap_or_else(|| choice.detail.clone());
             Ok(Engine {
                 loaded,
                 template,
                 backend: choice.kind,
-                device: choice.detail.clone(),
+                device,
                 skipped: choice
                     .skipped
                     .iter()

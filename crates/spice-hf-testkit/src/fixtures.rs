@@ -23,6 +23,40 @@ pub mod tiny {
     pub const VOCAB: usize = 259;
 }
 
+/// The shape of a tiny random Llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TinyShape {
+    /// Hidden size.
+    pub hidden: usize,
+    /// MLP size.
+    pub intermediate: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+}
+
+impl TinyShape {
+    /// The default tiny Llama ([`tiny`]).
+    pub const TINY: Self = Self {
+        hidden: tiny::HIDDEN,
+        intermediate: tiny::INTERMEDIATE,
+        layers: tiny::LAYERS,
+        heads: tiny::HEADS,
+        kv_heads: tiny::KV_HEADS,
+    };
+    /// A wider one whose rows are whole K-quant super-blocks (256 values).
+    pub const K_QUANT: Self = Self {
+        hidden: 256,
+        intermediate: 512,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+    };
+}
+
 /// A deterministic xorshift generator (no dependency, same weights on every machine).
 struct Rng(u64);
 
@@ -92,10 +126,18 @@ fn tokenizer_json() -> serde_json::Value {
     })
 }
 
-fn tensors(seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    use tiny::*;
-    let head_dim = HIDDEN / HEADS;
-    let kv = KV_HEADS * head_dim;
+/// The tiny Llama's tensors (`name`, PyTorch shape, values) for `shape`.
+pub fn tiny_tensors(seed: u64, shape: TinyShape) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    use tiny::VOCAB;
+    let TinyShape {
+        hidden,
+        intermediate,
+        layers,
+        heads,
+        kv_heads,
+    } = shape;
+    let head_dim = hidden / heads;
+    let kv = kv_heads * head_dim;
     let mut rng = Rng(seed | 1);
     let mut out = Vec::new();
     let mut t = |name: String, shape: Vec<usize>, ones: bool| {
@@ -109,63 +151,75 @@ fn tensors(seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     };
     t(
         "model.embed_tokens.weight".into(),
-        vec![VOCAB, HIDDEN],
+        vec![VOCAB, hidden],
         false,
     );
-    for l in 0..LAYERS {
+    for l in 0..layers {
         let p = format!("model.layers.{l}");
-        t(format!("{p}.input_layernorm.weight"), vec![HIDDEN], true);
+        t(format!("{p}.input_layernorm.weight"), vec![hidden], true);
         t(
             format!("{p}.self_attn.q_proj.weight"),
-            vec![HIDDEN, HIDDEN],
+            vec![hidden, hidden],
             false,
         );
         t(
             format!("{p}.self_attn.k_proj.weight"),
-            vec![kv, HIDDEN],
+            vec![kv, hidden],
             false,
         );
         t(
             format!("{p}.self_attn.v_proj.weight"),
-            vec![kv, HIDDEN],
+            vec![kv, hidden],
             false,
         );
         t(
             format!("{p}.self_attn.o_proj.weight"),
-            vec![HIDDEN, HIDDEN],
+            vec![hidden, hidden],
             false,
         );
         t(
             format!("{p}.post_attention_layernorm.weight"),
-            vec![HIDDEN],
+            vec![hidden],
             true,
         );
         t(
             format!("{p}.mlp.gate_proj.weight"),
-            vec![INTERMEDIATE, HIDDEN],
+            vec![intermediate, hidden],
             false,
         );
         t(
             format!("{p}.mlp.up_proj.weight"),
-            vec![INTERMEDIATE, HIDDEN],
+            vec![intermediate, hidden],
             false,
         );
         t(
             format!("{p}.mlp.down_proj.weight"),
-            vec![HIDDEN, INTERMEDIATE],
+            vec![hidden, intermediate],
             false,
         );
     }
-    t("model.norm.weight".into(), vec![HIDDEN], true);
-    t("lm_head.weight".into(), vec![VOCAB, HIDDEN], false);
+    t("model.norm.weight".into(), vec![hidden], true);
+    t("lm_head.weight".into(), vec![VOCAB, hidden], false);
     out
 }
 
 /// The tiny random Llama as files: `config.json`, `generation_config.json`, `tokenizer.json`,
 /// `tokenizer_config.json` and `model.safetensors` (F32). `seed` changes the weights only.
 pub fn tiny_llama_files(seed: u64) -> BTreeMap<String, Vec<u8>> {
-    use tiny::*;
-    let tensors = tensors(seed);
+    tiny_llama_files_shaped(seed, TinyShape::TINY)
+}
+
+/// [`tiny_llama_files`] for another shape.
+pub fn tiny_llama_files_shaped(seed: u64, shape: TinyShape) -> BTreeMap<String, Vec<u8>> {
+    use tiny::VOCAB;
+    let TinyShape {
+        hidden,
+        intermediate,
+        layers,
+        heads,
+        kv_heads,
+    } = shape;
+    let tensors = tiny_tensors(seed, shape);
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, s, d)| (n, s, d.iter().flat_map(|f| f.to_le_bytes()).collect()))
@@ -184,8 +238,8 @@ pub fn tiny_llama_files(seed: u64) -> BTreeMap<String, Vec<u8>> {
         .unwrap_or_else(|e| unreachable!("in-memory serialisation: {e}"));
     let config = json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "vocab_size": VOCAB,
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": VOCAB,
         "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "tie_word_embeddings": false, "hidden_act": "silu", "torch_dtype": "float32",
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2

@@ -3,11 +3,13 @@
 //! - [`FakeHub`]: the real [`spice_hf_mirror`] server on loopback, wrapped in a fault layer
 //!   scriptable per route, per attempt and per byte offset, with a request log. The CDN
 //!   listener's log records any `Authorization` header it receives as a token leak.
+//! - [`gguf`]: a GGUF writer; the tiny Llama in every weight format the kernels read.
 //! - [`fixtures`]: the tiny random Llama the kit writes itself, and the real SmolLM2 GGUF that
 //!   `cargo xtask fixtures` fetches.
 
 pub mod faults;
 pub mod fixtures;
+pub mod gguf;
 pub mod hfhub;
 pub mod serving;
 

@@ -118,6 +118,10 @@ async fn the_builder_swaps_backends_at_run_time() {
         answers.push((answer.token_ids, info.device.unwrap()));
     }
     assert_eq!(answers[0].0, answers[1].0);
-    assert_eq!(answers[0].1, "flex");
-    assert_ne!(answers[1].1, "flex");
+    assert!(
+        answers[0].1.starts_with("cpu kernels: "),
+        "{}",
+        answers[0].1
+    );
+    assert!(!answers[1].1.starts_with("cpu kernels"), "{}", answers[1].1);
 }

@@ -513,9 +513,12 @@ async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
         serde_json::from_str(text(&o.stdout).lines().last().unwrap()).unwrap()
     };
     let (cpu, wgpu) = (json(&on_cpu), json(&on_wgpu));
-    assert_eq!(
-        (cpu["backend"].as_str(), cpu["device"].as_str()),
-        (Some("cpu"), Some("flex"))
+    assert_eq!(cpu["backend"].as_str(), Some("cpu"));
+    assert!(
+        cpu["device"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("cpu kernels: ")),
+        "{cpu}"
     );
     assert_eq!(wgpu["backend"], "wgpu");
     assert!(

@@ -118,7 +118,10 @@ async fn serve_pulls_serves_and_accounts_for_every_request() {
     let dir = Cache::new(home.path()).revision(REPO, "main").unwrap();
     let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
     let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
-    let loaded = files.load(256, &device).unwrap();
+    // The Burn f32 graph: an engine independent of the packed one the runtime serves with.
+    let loaded = files
+        .load(256, &spice_hf_models::llama::Compute::Burn(device))
+        .unwrap();
     let messages = [Message::new("user", "Hello there")];
     let prompt = loaded
         .template

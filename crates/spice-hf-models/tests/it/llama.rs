@@ -1,14 +1,18 @@
-//! The Burn Llama against an independent reference (tiny random model) on every backend the
-//! build has, and the real SmolLM2 against the golden greedy ids of reference/models.md, from
-//! GGUF and from safetensors.
+//! The Llama against an independent f64 reference (tiny random model) on the packed CPU engine
+//! and on the Burn graph of every backend the build has; the tiny model written as GGUF in every
+//! weight format, packed against the dequantized f32 path; and the real SmolLM2 against the
+//! golden greedy ids of reference/models.md, from GGUF and from safetensors, on both engines.
 
+use spice_hf_kernels::format::Format;
 use spice_hf_models::chat::{ChatTemplate, Message};
 use spice_hf_models::generate::{FinishReason, Flow, GenerateParams, generate};
 use spice_hf_models::gguf::GgufFile;
-use spice_hf_models::llama::Llama;
+use spice_hf_models::llama::{Compute, KvDtype, Llama};
+use spice_hf_models::tensors::TensorSet;
 use spice_hf_models::tokenizer::Tokenizer;
 use spice_hf_models::weights::{LlamaConfig, load_gguf, load_safetensors_dir};
-use spice_hf_testkit::fixtures;
+use spice_hf_testkit::fixtures::{self, TinyShape};
+use spice_hf_testkit::gguf::write_tiny_llama_gguf;
 
 use super::reference;
 
@@ -31,6 +35,10 @@ fn compiled_devices() -> Vec<(spice_hf_backend::BackendKind, burn::tensor::Devic
         .collect()
 }
 
+/// What an f16 KV cache may move the logits by, relative to their largest magnitude (measured:
+/// up to 3e-4 on the tiny models).
+const F16_KV_TOLERANCE: f64 = 2e-3;
+
 fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
     let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-12);
     got.iter()
@@ -40,7 +48,7 @@ fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
 }
 
 #[test]
-fn tiny_llama_logits_match_the_reference_forward_on_every_compiled_backend() {
+fn tiny_llama_logits_match_the_reference_forward_on_every_engine_and_backend() {
     let dir = tempfile::tempdir().unwrap();
     fixtures::write_tiny_llama(dir.path(), 9).unwrap();
     let cfg = LlamaConfig::from_hf_config(&dir.path().join("config.json")).unwrap();
@@ -48,16 +56,35 @@ fn tiny_llama_logits_match_the_reference_forward_on_every_compiled_backend() {
     let want = reference::forward(&cfg, &load_safetensors_dir(dir.path()).unwrap(), &ids);
     let devices = compiled_devices();
     assert!(!devices.is_empty());
-    for (kind, device) in devices {
-        let weights = load_safetensors_dir(dir.path()).unwrap();
-        let model = Llama::new(cfg.clone(), weights, 64, &device).unwrap();
+    let tensors = TensorSet::from_safetensors_dir(dir.path()).unwrap();
+    let f32_kv = |threads| Compute::Cpu {
+        threads,
+        kv: KvDtype::F32,
+    };
+    // (engine, compute, tolerance): an f16 KV cache rounds keys and values to 11 bits.
+    let mut engines: Vec<(String, Compute, f64)> = vec![
+        ("packed, f32 KV, 1 thread".into(), f32_kv(1), 1e-4),
+        ("packed, f32 KV, 3 threads".into(), f32_kv(3), 1e-4),
+        (
+            "packed, f16 KV, 2 threads".into(),
+            Compute::cpu(2),
+            F16_KV_TOLERANCE,
+        ),
+    ];
+    engines.extend(
+        devices
+            .into_iter()
+            .map(|(kind, device)| (format!("burn on {kind}"), Compute::Burn(device), 1e-4)),
+    );
+    for (kind, compute, tol) in engines {
+        let model = Llama::load(cfg.clone(), &tensors, 64, &compute).unwrap();
 
         // Prefill of all positions at once.
         let mut cache = model.new_cache();
         let got = model.forward_all(&ids, &mut cache).unwrap();
         for (i, row) in want.iter().enumerate() {
             let err = max_rel_err(&got[i * cfg.vocab..(i + 1) * cfg.vocab], row);
-            assert!(err < 1e-4, "{kind}: position {i}: relative error {err:e}");
+            assert!(err < tol, "{kind}: position {i}: relative error {err:e}");
         }
         // The same through the KV cache: 6 tokens of prefill then one token at a time.
         let mut cache = model.new_cache();
@@ -65,10 +92,7 @@ fn tiny_llama_logits_match_the_reference_forward_on_every_compiled_backend() {
         for (i, &t) in ids.iter().enumerate().skip(6) {
             let got = model.forward(&[t], &mut cache).unwrap();
             let err = max_rel_err(&got, &want[i]);
-            assert!(
-                err < 1e-4,
-                "{kind}: cached step {i}: relative error {err:e}"
-            );
+            assert!(err < tol, "{kind}: cached step {i}: relative error {err:e}");
         }
         assert_eq!(cache.len(), ids.len());
         // Past the context: a clear error, no panic.
@@ -89,6 +113,105 @@ fn tiny_llama_logits_match_the_reference_forward_on_every_compiled_backend() {
                 .contains("outside the vocabulary")
         );
     }
+}
+
+/// The format of the 2-D weights and the tiny shape whose rows are whole blocks of it.
+fn formats() -> Vec<(Format, TinyShape)> {
+    spice_hf_kernels::format::ALL
+        .into_iter()
+        .map(|f| {
+            let shape = if f.block_values() == 256 {
+                TinyShape::K_QUANT
+            } else {
+                TinyShape::TINY
+            };
+            (f, shape)
+        })
+        .collect()
+}
+
+#[test]
+fn tiny_llama_in_every_gguf_format_gives_the_dequantized_f32_logits_on_the_packed_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u32> = vec![1, 72, 101, 108, 108, 111, 33, 200, 7, 2];
+    for (format, shape) in formats() {
+        let path = dir.path().join(format!("tiny-{format}.gguf"));
+        write_tiny_llama_gguf(&path, 5, shape, format).unwrap();
+        let gguf = GgufFile::open(&path).unwrap();
+        let cfg = LlamaConfig::from_gguf(&gguf).unwrap();
+        let tensors = TensorSet::from_gguf(&gguf).unwrap();
+        // The reference: the same stored weights decoded to f32 and un-permuted, through the
+        // independent f64 forward, and through Burn's graph.
+        let weights = load_gguf(&gguf, &cfg).unwrap();
+        let want = reference::forward(&cfg, &weights, &ids);
+        let burn = Llama::from_weights(cfg.clone(), weights, 64, &cpu()).unwrap();
+        let compute = Compute::Cpu {
+            threads: 2,
+            kv: KvDtype::F32,
+        };
+        let packed = Llama::load(cfg.clone(), &tensors, 64, &compute).unwrap();
+        let packed_f16 = Llama::load(cfg.clone(), &tensors, 64, &Compute::cpu(2)).unwrap();
+        assert_eq!(packed.engine_name(), "packed");
+        let quantized_bytes = packed.packed_weight_bytes().unwrap();
+        let f32_bytes = 4 * tensors.iter().map(|t| t.elements()).sum::<usize>();
+        assert!(
+            quantized_bytes as f64 <= f32_bytes as f64 * format.bits_per_value() / 32.0 + 1.0,
+            "{format}: the packed engine reads {quantized_bytes} bytes, more than the file stores"
+        );
+        let engines = [
+            ("packed", &packed, 1e-4),
+            ("packed with f16 KV", &packed_f16, F16_KV_TOLERANCE),
+            ("burn f32", &burn, 1e-4),
+        ];
+        for (name, model, tol) in engines {
+            let mut cache = model.new_cache();
+            let got = model.forward_all(&ids, &mut cache).unwrap();
+            for (i, row) in want.iter().enumerate() {
+                let err = max_rel_err(&got[i * cfg.vocab..(i + 1) * cfg.vocab], row);
+                assert!(
+                    err < tol,
+                    "{format} {name}: position {i}: relative error {err:e}"
+                );
+            }
+            let mut cache = model.new_cache();
+            model.forward(&ids[..4], &mut cache).unwrap();
+            for (i, &t) in ids.iter().enumerate().skip(4) {
+                let err = max_rel_err(&model.forward(&[t], &mut cache).unwrap(), &want[i]);
+                assert!(
+                    err < tol,
+                    "{format} {name}: cached step {i}: relative error {err:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cache_of_one_engine_is_refused_by_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_tiny_llama(dir.path(), 3).unwrap();
+    let cfg = LlamaConfig::from_hf_config(&dir.path().join("config.json")).unwrap();
+    let tensors = TensorSet::from_safetensors_dir(dir.path()).unwrap();
+    let packed = Llama::load(cfg.clone(), &tensors, 16, &Compute::cpu(1)).unwrap();
+    let burn = Llama::load(cfg, &tensors, 16, &Compute::Burn(cpu())).unwrap();
+    let mut cache = burn.new_cache();
+    let err = packed.forward(&[1, 2], &mut cache).unwrap_err().to_string();
+    assert!(err.contains("another engine"), "{err}");
+    // The packed cache grows with the sequence instead of holding the whole context.
+    let mut cache = packed.new_cache();
+    packed.forward(&[1, 2, 3], &mut cache).unwrap();
+    let per_position = cache.bytes() / 3;
+    packed.forward(&[4], &mut cache).unwrap();
+    assert_eq!(cache.bytes(), 4 * per_position);
+    assert_eq!(
+        per_position,
+        2 * 2 * tiny_kv_width() * 2,
+        "f16 keys and values, 2 layers"
+    );
+}
+
+fn tiny_kv_width() -> usize {
+    fixtures::tiny::KV_HEADS * fixtures::tiny::HIDDEN / fixtures::tiny::HEADS
 }
 
 const GOLDEN: [u32; 7] = [504, 3575, 282, 4649, 314, 7042, 30];
@@ -169,12 +292,24 @@ fn smollm2_gguf_and_its_safetensors_conversion_answer_paris() {
     )
     .unwrap();
 
-    let model = Llama::new(cfg.clone(), weights, 256, &cpu()).unwrap();
+    let model = Llama::from_weights(cfg.clone(), weights, 256, &cpu()).unwrap();
+    golden_run(&model, &tok, &tmpl);
+    drop(model);
+
+    // The packed engine on the file's own Q4_1 / Q8_0 blocks, memory-mapped.
+    let packed = TensorSet::from_gguf(&gguf).unwrap();
+    let model = Llama::load(cfg.clone(), &packed, 256, &Compute::cpu(2)).unwrap();
+    assert!(model.packed_weight_bytes().unwrap() < 100 << 20);
     golden_run(&model, &tok, &tmpl);
     drop(model);
 
     let from_st = load_safetensors_dir(dir.path()).unwrap();
     assert_eq!(from_st.len(), 272);
-    let model = Llama::new(cfg, from_st, 256, &cpu()).unwrap();
+    let model = Llama::from_weights(cfg.clone(), from_st, 256, &cpu()).unwrap();
+    golden_run(&model, &tok, &tmpl);
+    drop(model);
+    // The packed engine on F32 safetensors (rotate-half RoPE).
+    let st = TensorSet::from_safetensors_dir(dir.path()).unwrap();
+    let model = Llama::load(cfg, &st, 256, &Compute::cpu(2)).unwrap();
     golden_run(&model, &tok, &tmpl);
 }

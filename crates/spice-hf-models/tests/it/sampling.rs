@@ -147,3 +147,93 @@ fn stop_strings_across_tokens_are_never_shown() {
     shown.push_str(&stream.finish());
     assert_eq!(shown, "okST");
 }
+
+/// The sampler as it was before the partial selection: a full sort of every candidate (with the
+/// normaliser summed in f64, as now).
+fn full_sort_sample(logits: &[f32], p: &SamplingParams, rng: &mut rand::rngs::StdRng) -> u32 {
+    use rand::RngExt as _;
+    let mut cand: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l / p.temperature))
+        .collect();
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if p.top_k > 0 {
+        cand.truncate(p.top_k);
+    }
+    let max = cand[0].1;
+    let sum = cand
+        .iter()
+        .map(|(_, l)| (l - max).exp() as f64)
+        .sum::<f64>() as f32;
+    let probs: Vec<f32> = cand.iter().map(|(_, l)| (l - max).exp() / sum).collect();
+    let mut keep = probs.len();
+    if p.min_p > 0.0 {
+        keep = probs
+            .iter()
+            .take_while(|&&x| x >= p.min_p * probs[0])
+            .count()
+            .max(1);
+    }
+    if p.top_p < 1.0 {
+        let mut acc = 0.0;
+        keep = probs
+            .iter()
+            .take(keep)
+            .take_while(|&&x| {
+                let before = acc;
+                acc += x;
+                before < p.top_p
+            })
+            .count()
+            .max(1);
+    }
+    let total: f32 = probs[..keep].iter().sum();
+    let mut r = rng.random::<f32>() * total;
+    for (i, &x) in probs[..keep].iter().enumerate() {
+        if r < x {
+            return cand[i].0;
+        }
+        r -= x;
+    }
+    cand[keep - 1].0
+}
+
+#[test]
+fn partial_selection_picks_what_a_full_sort_picks() {
+    use rand::SeedableRng as _;
+    // A 49,152-entry vocabulary like SmolLM2's, with a long flat tail and repeated values
+    // (ties are broken by the lower id in both).
+    let logits: Vec<f32> = (0..49_152u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 16) % 2000) as f32 / 100.0 - 10.0)
+        .collect();
+    let settings = [
+        (0.7, 0, 0.9, 0.0),
+        (1.0, 40, 1.0, 0.0),
+        (1.0, 40, 0.5, 0.0),
+        (1.3, 0, 1.0, 0.05),
+        (1.0, 0, 0.999, 0.0),
+        (2.0, 0, 0.95, 0.01),
+        (0.5, 5000, 0.99, 0.0),
+    ];
+    for (temperature, top_k, top_p, min_p) in settings {
+        let params = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            seed: Some(17),
+            ..SamplingParams::default()
+        };
+        let mut sampler = Sampler::new(params.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for step in 0..200 {
+            let want = full_sort_sample(&logits, &params, &mut rng);
+            assert_eq!(
+                sampler.sample(&logits, &[]),
+                want,
+                "{params:?}, step {step}"
+            );
+        }
+    }
+}

@@ -78,7 +78,10 @@ async fn generation_matches_the_model_layer_and_the_stream_adds_up() {
     // The same prompt through the model layer directly gives the same ids.
     let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
     let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
-    let loaded = files.load(256, &device).unwrap();
+    // The Burn f32 graph: an engine independent of the packed one the runtime serves with.
+    let loaded = files
+        .load(256, &spice_hf_models::llama::Compute::Burn(device))
+        .unwrap();
     let prompt = loaded
         .template
         .as_ref()

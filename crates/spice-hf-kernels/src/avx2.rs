@@ -1,0 +1,605 @@
+//! AVX2 + FMA + F16C kernels. Each format has a decoder that turns one 32-value chunk into four
+//! registers of f32 weights (scale and minimum applied, in registers, never in memory); generic
+//! loops multiply them with f32 activations: four rows at a time for matrix-vector products
+//! (one load of `x` serves four rows), four tokens at a time for matrix-matrix products (one
+//! decode serves four tokens).
+//!
+//! Only reached through [`crate::isa`], after `is_x86_feature_detected!` said yes.
+#![allow(unsafe_code)] // Reason: SIMD intrinsics and the raw loads they take.
+
+use std::arch::x86_64::*;
+
+use crate::format::{Format, scale_min_k4};
+
+/// Thirty-two decoded weights.
+type W = [__m256; 4];
+
+/// A block format the AVX2 loops can decode.
+trait Block {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// 32-value chunks per block.
+    const CHUNKS: usize;
+    /// Decodes chunk `c` of the block at `p`.
+    ///
+    /// # Safety
+    /// `p` points at `BYTES` readable bytes, `c < CHUNKS`, and the CPU has AVX2, FMA and F16C.
+    unsafe fn decode(p: *const u8, c: usize) -> W;
+}
+
+/// # Safety
+/// `p` points at two readable bytes; the CPU has F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes; the read is unaligned.
+    let bits = unsafe { std::ptr::read_unaligned(p as *const u16) };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Sixteen bytes of packed nibbles → the 32 values they hold (low nibbles first), as i32 lanes.
+///
+/// # Safety
+/// `p` points at 16 readable bytes; the CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> [__m256i; 4] {
+    // SAFETY: 16 readable bytes, unaligned load.
+    let raw = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(raw, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    [
+        _mm256_cvtepu8_epi32(lo),
+        _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)),
+        _mm256_cvtepu8_epi32(hi),
+        _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)),
+    ]
+}
+
+/// Adds bit `i` of `qh` as bit 4 of value `i` (Q5_0 / Q5_1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn add_high_bits(q: &mut [__m256i; 4], qh: u32) {
+    let all = _mm256_set1_epi32(qh as i32);
+    let one = _mm256_set1_epi32(1);
+    for (i, v) in q.iter_mut().enumerate() {
+        let base = 8 * i as i32;
+        let shifts = _mm256_setr_epi32(
+            base,
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6,
+            base + 7,
+        );
+        let bit = _mm256_and_si256(_mm256_srlv_epi32(all, shifts), one);
+        *v = _mm256_add_epi32(*v, _mm256_slli_epi32(bit, 4));
+    }
+}
+
+/// `q * d + m` for each register.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale(q: [__m256i; 4], d: f32, m: f32) -> W {
+    // Plain loops, not `map`: a closure does not inherit `target_feature`, and its intrinsics
+    // would be called out of line.
+    let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+    let mut out = [_mm256_setzero_ps(); 4];
+    for (o, v) in out.iter_mut().zip(q) {
+        *o = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), d, m);
+    }
+    out
+}
+
+/// Eight bytes → eight i32 lanes, zero-extended.
+///
+/// # Safety
+/// `p` points at eight readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u8x8(p: *const u8) -> __m256i {
+    // SAFETY: eight readable bytes, unaligned load.
+    _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p as *const __m128i) })
+}
+
+struct F32;
+impl Block for F32 {
+    const BYTES: usize = 128;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        let p = p as *const f32;
+        // SAFETY: 128 readable bytes (the trait's contract); unaligned loads.
+        unsafe {
+            [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ]
+        }
+    }
+}
+
+struct F16;
+impl Block for F16 {
+    const BYTES: usize = 64;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 64 readable bytes (the trait's contract); unaligned loads.
+        unsafe {
+            let mut out = [_mm256_setzero_ps(); 4];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * i) as *const __m128i));
+            }
+            out
+        }
+    }
+}
+
+struct Bf16;
+impl Block for Bf16 {
+    const BYTES: usize = 64;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 64 readable bytes (the trait's contract); unaligned loads.
+        unsafe {
+            let mut out = [_mm256_setzero_ps(); 4];
+            for (i, o) in out.iter_mut().enumerate() {
+                let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(16 * i) as *const __m128i));
+                *o = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            }
+            out
+        }
+    }
+}
+
+struct Q8_0;
+impl Block for Q8_0 {
+    const BYTES: usize = 34;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 34 readable bytes (the trait's contract); unaligned loads.
+        unsafe {
+            let d = _mm256_set1_ps(f16_at(p));
+            let mut out = [_mm256_setzero_ps(); 4];
+            for (i, o) in out.iter_mut().enumerate() {
+                let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(2 + 8 * i) as *const __m128i));
+                *o = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+            }
+            out
+        }
+    }
+}
+
+struct Q4_0;
+impl Block for Q4_0 {
+    const BYTES: usize = 18;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 18 readable bytes (the trait's contract).
+        unsafe {
+            let d = f16_at(p);
+            scale(nibbles(p.add(2)), d, -8.0 * d)
+        }
+    }
+}
+
+struct Q4_1;
+impl Block for Q4_1 {
+    const BYTES: usize = 20;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 20 readable bytes (the trait's contract).
+        unsafe { scale(nibbles(p.add(4)), f16_at(p), f16_at(p.add(2))) }
+    }
+}
+
+struct Q5_0;
+impl Block for Q5_0 {
+    const BYTES: usize = 22;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 22 readable bytes (the trait's contract); unaligned reads.
+        unsafe {
+            let d = f16_at(p);
+            let mut q = nibbles(p.add(6));
+            add_high_bits(&mut q, std::ptr::read_unaligned(p.add(2) as *const u32));
+            scale(q, d, -16.0 * d)
+        }
+    }
+}
+
+struct Q5_1;
+impl Block for Q5_1 {
+    const BYTES: usize = 24;
+    const CHUNKS: usize = 1;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, _c: usize) -> W {
+        // SAFETY: 24 readable bytes (the trait's contract); unaligned reads.
+        unsafe {
+            let mut q = nibbles(p.add(8));
+            add_high_bits(&mut q, std::ptr::read_unaligned(p.add(4) as *const u32));
+            scale(q, f16_at(p), f16_at(p.add(2)))
+        }
+    }
+}
+
+/// Q4_K and Q5_K share everything but the fifth bit.
+///
+/// # Safety
+/// `p` points at a whole block (144 or 176 bytes); `c < 8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_k4(p: *const u8, c: usize, five: bool) -> W {
+    // SAFETY: the block is readable (the caller's contract): every offset below is inside it.
+    unsafe {
+        let scales = std::slice::from_raw_parts(p.add(4), 12);
+        let (sc, m) = scale_min_k4(c, scales);
+        let d1 = f16_at(p) * sc as f32;
+        let m1 = f16_at(p.add(2)) * m as f32;
+        let qs = p.add(if five { 48 } else { 16 } + 32 * (c / 2));
+        let shift = _mm_cvtsi32_si128(4 * (c % 2) as i32);
+        let nib = _mm256_set1_epi32(0xF);
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (i, v) in q.iter_mut().enumerate() {
+            *v = _mm256_and_si256(_mm256_srl_epi32(u8x8(qs.add(8 * i)), shift), nib);
+        }
+        if five {
+            let qh = p.add(16);
+            let hs = _mm_cvtsi32_si128(c as i32);
+            let one = _mm256_set1_epi32(1);
+            for (i, v) in q.iter_mut().enumerate() {
+                let bit = _mm256_and_si256(_mm256_srl_epi32(u8x8(qh.add(8 * i)), hs), one);
+                *v = _mm256_add_epi32(*v, _mm256_slli_epi32(bit, 4));
+            }
+        }
+        scale(q, d1, -m1)
+    }
+}
+
+struct Q4K;
+impl Block for Q4K {
+    const BYTES: usize = 144;
+    const CHUNKS: usize = 8;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, c: usize) -> W {
+        // SAFETY: forwarded contract.
+        unsafe { decode_k4(p, c, false) }
+    }
+}
+
+struct Q5K;
+impl Block for Q5K {
+    const BYTES: usize = 176;
+    const CHUNKS: usize = 8;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, c: usize) -> W {
+        // SAFETY: forwarded contract.
+        unsafe { decode_k4(p, c, true) }
+    }
+}
+
+struct Q6K;
+impl Block for Q6K {
+    const BYTES: usize = 210;
+    const CHUNKS: usize = 8;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, c: usize) -> W {
+        // SAFETY: 210 readable bytes (the trait's contract): every offset below is inside.
+        unsafe {
+            let (half_block, k) = (c / 4, c % 4);
+            let d = f16_at(p.add(208));
+            let ql = p.add(64 * half_block + 32 * (k % 2));
+            let qh = p.add(128 + 32 * half_block);
+            let sc = p.add(192 + 8 * half_block + 2 * k);
+            let (s0, s1) = (*sc as i8 as f32 * d, *sc.add(1) as i8 as f32 * d);
+            let low_shift = _mm_cvtsi32_si128(4 * (k / 2) as i32);
+            let high_shift = _mm_cvtsi32_si128(2 * k as i32);
+            let (nib, two_bits, bias) = (
+                _mm256_set1_epi32(0xF),
+                _mm256_set1_epi32(3),
+                _mm256_set1_epi32(32),
+            );
+            let mut out = [_mm256_setzero_ps(); 4];
+            for (i, o) in out.iter_mut().enumerate() {
+                let low = _mm256_and_si256(_mm256_srl_epi32(u8x8(ql.add(8 * i)), low_shift), nib);
+                let high =
+                    _mm256_and_si256(_mm256_srl_epi32(u8x8(qh.add(8 * i)), high_shift), two_bits);
+                let q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), bias);
+                let s = _mm256_set1_ps(if i < 2 { s0 } else { s1 });
+                *o = _mm256_mul_ps(_mm256_cvtepi32_ps(q), s);
+            }
+            out
+        }
+    }
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// `R` consecutive rows dotted with `x`.
+///
+/// # Safety
+/// `rows` holds `R` rows of `row_bytes` (= `blocks` blocks of `B`); `x` holds
+/// `blocks * B::CHUNKS * 32` values; AVX2, FMA and F16C are present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows<B: Block, const R: usize>(
+    rows: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    blocks: usize,
+) -> [f32; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
+    // SAFETY: every block and chunk address is inside `rows` / `x` by the caller's contract.
+    unsafe {
+        for b in 0..blocks {
+            for c in 0..B::CHUNKS {
+                let xo = x.add((b * B::CHUNKS + c) * 32);
+                let xv = [
+                    _mm256_loadu_ps(xo),
+                    _mm256_loadu_ps(xo.add(8)),
+                    _mm256_loadu_ps(xo.add(16)),
+                    _mm256_loadu_ps(xo.add(24)),
+                ];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let w = B::decode(rows.add(r * row_bytes + b * B::BYTES), c);
+                    *a = _mm256_fmadd_ps(w[0], xv[0], *a);
+                    *a = _mm256_fmadd_ps(w[1], xv[1], *a);
+                    *a = _mm256_fmadd_ps(w[2], xv[2], *a);
+                    *a = _mm256_fmadd_ps(w[3], xv[3], *a);
+                }
+            }
+        }
+    }
+    let mut out = [0f32; R];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
+}
+
+/// One row dotted with `T` tokens' activations (`x_stride` values apart).
+///
+/// # Safety
+/// `row` holds `blocks` blocks of `B`; each of the `T` activation rows holds
+/// `blocks * B::CHUNKS * 32` values; AVX2, FMA and F16C are present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_tokens<B: Block, const T: usize>(
+    row: *const u8,
+    x: *const f32,
+    x_stride: usize,
+    blocks: usize,
+) -> [f32; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    // SAFETY: every block and chunk address is inside `row` / `x` by the caller's contract.
+    unsafe {
+        for b in 0..blocks {
+            for c in 0..B::CHUNKS {
+                let w = B::decode(row.add(b * B::BYTES), c);
+                let off = (b * B::CHUNKS + c) * 32;
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let xo = x.add(t * x_stride + off);
+                    *a = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xo), *a);
+                    *a = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xo.add(8)), *a);
+                    *a = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xo.add(16)), *a);
+                    *a = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xo.add(24)), *a);
+                }
+            }
+        }
+    }
+    let mut out = [0f32; T];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
+}
+
+/// Matrix-vector product over whole rows, four at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn matvec_impl<B: Block>(rows: &[u8], row_bytes: usize, x: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    assert!(rows.len() >= n * row_bytes && row_bytes.is_multiple_of(B::BYTES));
+    let blocks = row_bytes / B::BYTES;
+    assert!(x.len() >= blocks * B::CHUNKS * 32);
+    let mut r = 0;
+    // SAFETY: the asserts above bound every row and the activations the loops read.
+    unsafe {
+        while r + 4 <= n {
+            let v = dot_rows::<B, 4>(
+                rows.as_ptr().add(r * row_bytes),
+                row_bytes,
+                x.as_ptr(),
+                blocks,
+            );
+            y[r..r + 4].copy_from_slice(&v);
+            r += 4;
+        }
+        while r < n {
+            let [v] = dot_rows::<B, 1>(
+                rows.as_ptr().add(r * row_bytes),
+                row_bytes,
+                x.as_ptr(),
+                blocks,
+            );
+            y[r] = v;
+            r += 1;
+        }
+    }
+}
+
+/// Matrix-matrix product: every row against every token, four tokens at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn matmul_impl<B: Block>(
+    rows: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    cols: usize,
+    y: &mut [f32],
+    y_stride: usize,
+) {
+    let blocks = row_bytes / B::BYTES;
+    assert!(row_bytes.is_multiple_of(B::BYTES) && cols == blocks * B::CHUNKS * 32);
+    let tokens = x.len() / cols;
+    let n = rows.len() / row_bytes;
+    assert!(tokens == 0 || y.len() >= (tokens - 1) * y_stride + n);
+    for r in 0..n {
+        let row = rows[r * row_bytes..].as_ptr();
+        let mut t = 0;
+        // SAFETY: `row` has `blocks` blocks; tokens `t..t+4` are inside `x` (checked by the
+        // loop bound); the asserts above bound the writes.
+        unsafe {
+            while t + 4 <= tokens {
+                let v = dot_tokens::<B, 4>(row, x.as_ptr().add(t * cols), cols, blocks);
+                for (i, v) in v.into_iter().enumerate() {
+                    y[(t + i) * y_stride + r] = v;
+                }
+                t += 4;
+            }
+            while t < tokens {
+                let [v] = dot_tokens::<B, 1>(row, x.as_ptr().add(t * cols), cols, blocks);
+                y[t * y_stride + r] = v;
+                t += 1;
+            }
+        }
+    }
+}
+
+macro_rules! by_format {
+    ($fmt:expr, $f:ident, $($arg:expr),*) => {
+        match $fmt {
+            Format::F32 => $f::<F32>($($arg),*),
+            Format::F16 => $f::<F16>($($arg),*),
+            Format::BF16 => $f::<Bf16>($($arg),*),
+            Format::Q8_0 => $f::<Q8_0>($($arg),*),
+            Format::Q4_0 => $f::<Q4_0>($($arg),*),
+            Format::Q4_1 => $f::<Q4_1>($($arg),*),
+            Format::Q5_0 => $f::<Q5_0>($($arg),*),
+            Format::Q5_1 => $f::<Q5_1>($($arg),*),
+            Format::Q4K => $f::<Q4K>($($arg),*),
+            Format::Q5K => $f::<Q5K>($($arg),*),
+            Format::Q6K => $f::<Q6K>($($arg),*),
+        }
+    };
+}
+
+/// `y[r] = row_r · x`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+pub(crate) unsafe fn matvec(fmt: Format, rows: &[u8], row_bytes: usize, x: &[f32], y: &mut [f32]) {
+    // SAFETY: the caller checked the CPU features.
+    unsafe { by_format!(fmt, matvec_impl, rows, row_bytes, x, y) }
+}
+
+/// `y[t][r] = row_r · x[t]`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+pub(crate) unsafe fn matmul(
+    fmt: Format,
+    rows: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    cols: usize,
+    y: &mut [f32],
+    y_stride: usize,
+) {
+    // SAFETY: the caller checked the CPU features.
+    unsafe { by_format!(fmt, matmul_impl, rows, row_bytes, x, cols, y, y_stride) }
+}
+
+/// Decodes chunk `c` of one block (for tests against the scalar decoder).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+pub(crate) unsafe fn decode_chunk(fmt: Format, block: &[u8], c: usize, out: &mut [f32; 32]) {
+    assert!(block.len() >= fmt.block_bytes() && c < fmt.chunks());
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn store<B: Block>(block: &[u8], c: usize, out: &mut [f32; 32]) {
+        // SAFETY: the assert above checked the block's length and the chunk.
+        let w = unsafe { B::decode(block.as_ptr(), c) };
+        for (i, v) in w.into_iter().enumerate() {
+            // SAFETY: `out` has 32 floats; each store writes 8 at offset 8i.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), v) };
+        }
+    }
+    // SAFETY: the caller checked the CPU features.
+    unsafe { by_format!(fmt, store, block, c, out) }
+}
+
+/// `a · b` with `b` in f16 (any length).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: `i + 8 <= n` bounds both loads.
+    unsafe {
+        while i + 8 <= n {
+            let bv = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), bv, acc);
+            i += 8;
+        }
+    }
+    let mut s = hsum(acc);
+    for j in i..n {
+        s += a[j] * b[j].to_f32();
+    }
+    s
+}
+
+/// `out += a * b` with `b` in f16 (any length).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn axpy_f16(a: f32, b: &[half::f16], out: &mut [f32]) {
+    let n = out.len().min(b.len());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    // SAFETY: `i + 8 <= n` bounds the loads and the store.
+    unsafe {
+        while i + 8 <= n {
+            let bv = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, bv, _mm256_loadu_ps(o)));
+            i += 8;
+        }
+    }
+    for j in i..n {
+        out[j] += a * b[j].to_f32();
+    }
+}

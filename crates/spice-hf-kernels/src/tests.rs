@@ -1,0 +1,391 @@
+//! Kernel tests: every instruction set the CPU has against the scalar reference, the scalar
+//! reference against an f64 dot product over the decoded weights, hostile blocks (zero, all
+//! nibbles 15, negative and subnormal scales), ragged shapes and several thread counts.
+
+use half::f16;
+
+use crate::format::{ALL, Format, decode_chunk, decode_row};
+use crate::isa::{self, Isa};
+use crate::matrix::{Bytes, Pool, QMatrix};
+use crate::quantize::{quantize_matrix, quantize_row};
+use crate::{decode_chunk_with, ops};
+
+/// xorshift64, so every machine draws the same numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+/// Scales written into hostile blocks: ordinary, negative, zero, subnormal, large.
+const SCALES: [f32; 6] = [0.0125, -0.75, 0.0, 3.0e-7, -6.0e-8, 1000.0];
+
+/// Offsets of a block's f16 scale fields.
+fn scale_offsets(fmt: Format) -> &'static [usize] {
+    match fmt {
+        Format::Q8_0 | Format::Q4_0 | Format::Q5_0 => &[0],
+        Format::Q4_1 | Format::Q5_1 | Format::Q4K | Format::Q5K => &[0, 2],
+        Format::Q6K => &[208],
+        Format::F32 | Format::F16 | Format::BF16 => &[],
+    }
+}
+
+/// A block of random bytes with sane (finite) scales and, for float formats, finite values.
+fn hostile_block(fmt: Format, rng: &mut Rng, fill: Option<u8>, scale: f32) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..fmt.block_bytes())
+        .map(|_| fill.unwrap_or(rng.u64() as u8))
+        .collect();
+    match fmt {
+        Format::F32 => {
+            let v: Vec<f32> = rng.vec(32).iter().map(|x| x * scale).collect();
+            b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        }
+        Format::F16 | Format::BF16 => {
+            let v = rng.vec(32);
+            b.clear();
+            quantize_row(
+                fmt,
+                &v.iter().map(|x| x * scale).collect::<Vec<_>>(),
+                &mut b,
+            );
+        }
+        _ => {
+            for &o in scale_offsets(fmt) {
+                b[o..o + 2].copy_from_slice(&f16::from_f32(scale).to_le_bytes());
+            }
+        }
+    }
+    b
+}
+
+fn hostile_blocks(fmt: Format) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x5eed ^ fmt.block_bytes() as u64);
+    let mut out = Vec::new();
+    for &s in &SCALES {
+        out.push(hostile_block(fmt, &mut rng, None, s));
+        out.push(hostile_block(fmt, &mut rng, Some(0x00), s));
+        out.push(hostile_block(fmt, &mut rng, Some(0xFF), s));
+    }
+    out
+}
+
+#[test]
+fn every_isa_decodes_every_hostile_block_like_the_scalar_reference() {
+    for fmt in ALL {
+        for block in hostile_blocks(fmt) {
+            for c in 0..fmt.chunks() {
+                let mut want = [0f32; 32];
+                decode_chunk(fmt, &block, c, &mut want);
+                for isa in Isa::available() {
+                    let mut got = [0f32; 32];
+                    decode_chunk_with(isa, fmt, &block, c, &mut got);
+                    for i in 0..32 {
+                        // A fused multiply-add rounds once where the reference rounds twice.
+                        let tol = 1e-6 * want[i].abs().max(1e-30);
+                        assert!(
+                            (got[i] - want[i]).abs() <= tol,
+                            "{fmt} {isa} chunk {c} value {i}: {} vs {}",
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nibble_fifteen_and_zero_blocks_decode_to_their_exact_values() {
+    // Q4_1 with d = 0.5, m = -1: nibble 15 is 6.5, nibble 0 is -1.
+    let mut b = vec![0u8; 20];
+    b[0..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+    b[2..4].copy_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+    b[4..20].fill(0xFF);
+    for isa in Isa::available() {
+        let mut out = [0f32; 32];
+        decode_chunk_with(isa, Format::Q4_1, &b, 0, &mut out);
+        assert_eq!(out, [6.5; 32], "{isa}");
+    }
+    b[4..20].fill(0x00);
+    for isa in Isa::available() {
+        let mut out = [0f32; 32];
+        decode_chunk_with(isa, Format::Q4_1, &b, 0, &mut out);
+        assert_eq!(out, [-1.0; 32], "{isa}");
+    }
+    // An all-zero block of any format decodes to zeros.
+    for fmt in ALL {
+        let zero = vec![0u8; fmt.block_bytes()];
+        for isa in Isa::available() {
+            for c in 0..fmt.chunks() {
+                let mut out = [1f32; 32];
+                decode_chunk_with(isa, fmt, &zero, c, &mut out);
+                assert!(out.iter().all(|&v| v == 0.0), "{fmt} {isa}");
+            }
+        }
+    }
+}
+
+/// Worst error of quantizing then decoding, relative to the block's range.
+fn roundtrip_tolerance(fmt: Format) -> f32 {
+    match fmt {
+        Format::F32 => 0.0,
+        Format::F16 => 1e-3,
+        Format::BF16 => 8e-3,
+        Format::Q8_0 => 1.0 / 127.0,
+        Format::Q6K => 1.0 / 16.0,
+        Format::Q5_0 | Format::Q5_1 | Format::Q5K => 1.0 / 15.0,
+        Format::Q4_0 | Format::Q4_1 | Format::Q4K => 1.0 / 7.0,
+    }
+}
+
+#[test]
+fn quantizing_then_decoding_stays_within_each_formats_step() {
+    let mut rng = Rng(42);
+    for fmt in ALL {
+        let x = rng.vec(512);
+        let mut q = Vec::new();
+        quantize_row(fmt, &x, &mut q);
+        assert_eq!(q.len(), fmt.row_bytes(512).unwrap(), "{fmt}");
+        let mut back = vec![0f32; 512];
+        decode_row(fmt, &q, &mut back);
+        let worst = x
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Values are in [-1, 1): the range of a block is at most 2.
+        assert!(
+            worst <= 2.0 * roundtrip_tolerance(fmt) + 1e-6,
+            "{fmt}: worst error {worst}"
+        );
+    }
+}
+
+/// Σ|w·x| in f64, and the f64 dot product, over the scalar-decoded rows.
+fn reference(m: &QMatrix, x: &[f32]) -> Vec<(f64, f64)> {
+    let mut w = vec![0f32; m.cols()];
+    (0..m.rows())
+        .map(|r| {
+            m.decode_row(r, &mut w);
+            let dot = w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let mag = w
+                .iter()
+                .zip(x)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            (dot, mag)
+        })
+        .collect()
+}
+
+fn matrix(fmt: Format, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let w = Rng(seed).vec(rows * cols);
+    QMatrix::new(
+        fmt,
+        rows,
+        cols,
+        Bytes::from_vec(quantize_matrix(fmt, &w, cols)),
+    )
+    .unwrap()
+}
+
+/// f32 accumulation over `cols` terms: a few ulps per term, relative to Σ|w·x|.
+fn tolerance(cols: usize) -> f64 {
+    4.0 * f32::EPSILON as f64 * (cols as f64).sqrt()
+}
+
+#[test]
+fn matvec_matches_an_f64_dot_on_every_isa_thread_count_and_ragged_shape() {
+    let pools = [Pool::new(1).unwrap(), Pool::new(3).unwrap()];
+    for fmt in ALL {
+        for (rows, cols) in [(1, 256), (7, 512), (13, 256), (130, 768)] {
+            let m = matrix(fmt, rows, cols, rows as u64 * 31 + cols as u64);
+            let x = Rng(7).vec(cols);
+            let want = reference(&m, &x);
+            for isa in Isa::available() {
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; rows];
+                    m.matvec_with(isa, pool, &x, &mut y).unwrap();
+                    for (r, (&got, &(dot, mag))) in y.iter().zip(&want).enumerate() {
+                        let err = (got as f64 - dot).abs();
+                        assert!(
+                            err <= tolerance(cols) * mag.max(1e-30),
+                            "{fmt} {isa} {} threads {rows}x{cols} row {r}: {got} vs {dot} (Σ|wx| {mag})",
+                            pool.threads()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_matvec_equals_scalar_within_a_millionth_of_the_magnitude() {
+    let pool = Pool::new(2).unwrap();
+    for fmt in ALL {
+        let m = matrix(fmt, 37, 256, 9);
+        let x = Rng(11).vec(256);
+        let want = reference(&m, &x);
+        let mut scalar = vec![0f32; 37];
+        m.matvec_with(Isa::Scalar, &pool, &x, &mut scalar).unwrap();
+        for isa in Isa::available() {
+            let mut y = vec![0f32; 37];
+            m.matvec_with(isa, &pool, &x, &mut y).unwrap();
+            for r in 0..37 {
+                assert!(
+                    ((y[r] - scalar[r]) as f64).abs() <= 1e-6 * want[r].1,
+                    "{fmt} {isa} row {r}: {} vs scalar {}",
+                    y[r],
+                    scalar[r]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_equals_matvec_per_token_for_ragged_token_counts() {
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    for fmt in ALL {
+        let (rows, cols) = (70, 512);
+        let m = matrix(fmt, rows, cols, 5);
+        for tokens in [2, 5, 9] {
+            let x = Rng(tokens as u64).vec(tokens * cols);
+            for isa in Isa::available() {
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; tokens * rows];
+                    m.matmul_with(isa, pool, &x, &mut y, tokens).unwrap();
+                    for t in 0..tokens {
+                        let xt = &x[t * cols..(t + 1) * cols];
+                        let want = reference(&m, xt);
+                        for r in 0..rows {
+                            let (dot, mag) = want[r];
+                            let got = y[t * rows + r] as f64;
+                            assert!(
+                                (got - dot).abs() <= tolerance(cols) * mag.max(1e-30),
+                                "{fmt} {isa} token {t} row {r}: {got} vs {dot}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shapes_that_do_not_fit_are_errors_not_panics() {
+    let pool = Pool::new(1).unwrap();
+    // 100 columns are not whole Q4_0 blocks.
+    assert!(QMatrix::new(Format::Q4_0, 1, 100, Bytes::from_vec(vec![0; 100])).is_err());
+    // Too few bytes for the shape.
+    assert!(QMatrix::new(Format::Q8_0, 2, 32, Bytes::from_vec(vec![0; 34])).is_err());
+    let m = matrix(Format::Q8_0, 4, 32, 1);
+    let mut y = vec![0f32; 4];
+    assert!(m.matvec(&pool, &[0.0; 31], &mut y).is_err());
+    assert!(m.matmul(&pool, &[0.0; 64], &mut y, 2).is_err());
+    // A byte range outside its owner.
+    let owner: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync> = std::sync::Arc::new(vec![0u8; 8]);
+    assert!(Bytes::new(owner.clone(), 4, 8).is_err());
+    assert!(Bytes::new(owner, usize::MAX, 2).is_err());
+}
+
+#[test]
+fn f16_dot_and_axpy_agree_across_isas_for_every_length() {
+    let mut rng = Rng(3);
+    for n in [1, 7, 8, 9, 16, 63, 64, 80, 128] {
+        let a = rng.vec(n);
+        let b: Vec<f16> = rng.vec(n).into_iter().map(f16::from_f32).collect();
+        let want: f64 = a.iter().zip(&b).map(|(&x, y)| x as f64 * y.to_f64()).sum();
+        let mag: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, y)| (x as f64 * y.to_f64()).abs())
+            .sum();
+        for isa in Isa::available() {
+            let got = ops::dot_f16_with(isa, &a, &b) as f64;
+            assert!((got - want).abs() <= 1e-6 * mag.max(1e-30), "{isa} n={n}");
+            let mut out = vec![0.5f32; n];
+            ops::axpy_f16_with(isa, 2.0, &b, &mut out);
+            for i in 0..n {
+                assert_eq!(out[i], 0.5 + 2.0 * b[i].to_f32(), "{isa} n={n} i={i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_rope_on_permuted_rows_equals_rotate_half() {
+    // llama.cpp stores Q/K rows so that pair (2i, 2i+1) is Hugging Face's (i, i + hd/2).
+    let hd = 16;
+    let x = Rng(8).vec(hd);
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..hd / 2)
+        .map(|i| ((i as f32 * 0.3).cos(), (i as f32 * 0.3).sin()))
+        .unzip();
+    let mut half = x.clone();
+    ops::rope(ops::RopeLayout::RotateHalf, &mut half, &cos, &sin);
+    let mut inter: Vec<f32> = (0..hd)
+        .map(|j| x[if j % 2 == 0 { j / 2 } else { hd / 2 + j / 2 }])
+        .collect();
+    ops::rope(ops::RopeLayout::Interleaved, &mut inter, &cos, &sin);
+    for (j, v) in inter.iter().enumerate() {
+        let hf = if j % 2 == 0 { j / 2 } else { hd / 2 + j / 2 };
+        assert_eq!(*v, half[hf], "dimension {j}");
+    }
+}
+
+#[test]
+fn norm_softmax_and_silu_match_f64() {
+    let x = Rng(12).vec(96);
+    let w = Rng(13).vec(96);
+    let mut out = vec![0f32; 96];
+    ops::rms_norm(&x, &w, 1e-5, &mut out);
+    let ms: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / 96.0;
+    let inv = 1.0 / (ms + 1e-5).sqrt();
+    for i in 0..96 {
+        let want = x[i] as f64 * inv * w[i] as f64;
+        assert!((out[i] as f64 - want).abs() < 1e-5, "rms_norm {i}");
+    }
+    let mut s = vec![1000.0, 1001.0, f32::NEG_INFINITY];
+    ops::softmax(&mut s);
+    assert!((s[1] as f64 - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-6 && s[2] == 0.0);
+    let mut g = vec![-2.0f32, 0.0, 3.0];
+    ops::silu_mul(&mut g, &[1.0, 5.0, 2.0]);
+    let silu = |v: f64| v / (1.0 + (-v).exp());
+    for (i, (gv, u)) in [(-2.0, 1.0), (0.0, 5.0), (3.0, 2.0)]
+        .into_iter()
+        .enumerate()
+    {
+        assert!((g[i] as f64 - silu(gv) * u).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn the_environment_variable_forces_or_explains() {
+    assert_eq!(isa::choose(Some("scalar")).isa, Isa::Scalar);
+    let auto = isa::choose(None).isa;
+    assert_eq!(isa::choose(Some("auto")).isa, auto);
+    let bogus = isa::choose(Some("neon9"));
+    assert_eq!(bogus.isa, auto);
+    assert!(bogus.reason.contains("neon9") && bogus.reason.contains("scalar, avx2"));
+    if Isa::Avx2.supported() {
+        assert_eq!(isa::choose(Some("avx2")).isa, Isa::Avx2);
+        assert_eq!(auto, Isa::Avx2);
+    }
+    // The process-wide choice follows what the test runner's environment says.
+    let forced = std::env::var(isa::ENV).ok();
+    assert_eq!(isa::current().isa, isa::choose(forced.as_deref()).isa);
+}

@@ -1,0 +1,482 @@
+//! The Llama family on the CPU with its weights left as the file stores them: every linear is
+//! a [`QMatrix`] over the memory mapping, multiplied by `spice-hf-kernels` on one thread pool;
+//! activations are f32; the KV cache is f16 and grows with the sequence.
+//!
+//! One struct per part of the network, each with `load` (from a [`TensorSet`] and a name
+//! prefix) and `forward`.
+
+use std::sync::Arc;
+
+use half::f16;
+use spice_hf_kernels::matrix::{Pool, QMatrix};
+use spice_hf_kernels::ops::{self, RopeLayout};
+
+use super::KvDtype;
+use crate::tensors::TensorSet;
+use crate::weights::LlamaConfig;
+use crate::{Error, Result};
+
+fn kernel_err(what: &str) -> impl Fn(spice_hf_kernels::Error) -> Error + '_ {
+    move |e| Error::Config(format!("{what}: {e}"))
+}
+
+/// RMSNorm over each of the `rows` rows of `x` (`len` values each) into `out`.
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let len = w.len();
+    for (xr, or) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+        ops::rms_norm(xr, w, eps, or);
+    }
+}
+
+/// The rotary embedding's inverse frequencies (with Llama 3 scaling when configured).
+pub(crate) fn inv_freqs(cfg: &LlamaConfig) -> Vec<f64> {
+    let hd = cfg.head_dim();
+    let mut inv: Vec<f64> = (0..hd / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
+        .collect();
+    if let Some(s) = cfg.rope_scaling {
+        let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+        let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+        for f in &mut inv {
+            let wavelen = 2.0 * std::f64::consts::PI / *f;
+            *f = if wavelen < high_wavelen {
+                *f
+            } else if wavelen > low_wavelen {
+                *f / s.factor
+            } else {
+                let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+                    / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * *f / s.factor + smooth * *f
+            };
+        }
+    }
+    inv
+}
+
+/// Self-attention: Q/K/V/O projections, RoPE, grouped-query attention over the f16 cache.
+struct Attention {
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+}
+
+impl Attention {
+    fn load(t: &TensorSet, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden, cfg.head_dim());
+        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        Ok(Self {
+            wq: t.matrix(&format!("{p}.q_proj.weight"), qd, h)?,
+            wk: t.matrix(&format!("{p}.k_proj.weight"), kvd, h)?,
+            wv: t.matrix(&format!("{p}.v_proj.weight"), kvd, h)?,
+            wo: t.matrix(&format!("{p}.o_proj.weight"), h, qd)?,
+        })
+    }
+
+    /// Attends `s` new positions (normed input `xn`, `[s, hidden]`) after the `pos` the cache
+    /// holds; adds the output projection into `out` (`[s, hidden]`).
+    fn forward(
+        &self,
+        m: &Packed,
+        layer: &mut LayerCache,
+        sc: &mut Scratch,
+        s: usize,
+        pos: usize,
+    ) -> Result<()> {
+        let cfg = &m.cfg;
+        let (nh, kvh, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim());
+        let (qd, kvd) = (nh * hd, kvh * hd);
+        let pool = &m.pool;
+        self.wq
+            .matmul(pool, &sc.xn, &mut sc.q[..s * qd], s)
+            .map_err(kernel_err("q_proj"))?;
+        self.wk
+            .matmul(pool, &sc.xn, &mut sc.k[..s * kvd], s)
+            .map_err(kernel_err("k_proj"))?;
+        self.wv
+            .matmul(pool, &sc.xn, &mut sc.v[..s * kvd], s)
+            .map_err(kernel_err("v_proj"))?;
+        for i in 0..s {
+            let (cos, sin) = m.rope_at(pos + i, &mut sc.cos, &mut sc.sin);
+            for head in sc.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
+                ops::rope(m.layout, head, cos, sin);
+            }
+            for head in sc.k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
+                ops::rope(m.layout, head, cos, sin);
+            }
+        }
+        layer.k.push(&sc.k[..s * kvd]);
+        layer.v.push(&sc.v[..s * kvd]);
+        let total = pos + s;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let rep = nh / kvh;
+        let (kc, vc) = (&layer.k, &layer.v);
+        let q = &sc.q[..s * qd];
+        // One task per (position, head): its scores and its slice of the output.
+        let head_out = |idx: usize, out: &mut [f32], scores: &mut Vec<f32>| {
+            let (i, h) = (idx / nh, idx % nh);
+            let g = h / rep;
+            let qh = &q[i * qd + h * hd..][..hd];
+            let seen = pos + i + 1;
+            scores.clear();
+            scores.extend((0..seen).map(|j| kc.dot(qh, j * kvd + g * hd) * scale));
+            ops::softmax(scores);
+            out.fill(0.0);
+            for (j, &a) in scores.iter().enumerate() {
+                vc.axpy(a, j * kvd + g * hd, out);
+            }
+        };
+        let att = &mut sc.att[..s * qd];
+        if s * nh * total < 1 << 14 || pool.threads() == 1 {
+            for (idx, out) in att.chunks_exact_mut(hd).enumerate() {
+                head_out(idx, out, &mut sc.scores);
+            }
+        } else {
+            use rayon::prelude::*;
+            pool.install(|| {
+                att.par_chunks_mut(hd)
+                    .enumerate()
+                    .for_each_init(Vec::new, |scores, (idx, out)| head_out(idx, out, scores))
+            });
+        }
+        self.wo
+            .matmul(pool, &sc.att[..s * qd], &mut sc.proj[..s * cfg.hidden], s)
+            .map_err(kernel_err("o_proj"))
+    }
+}
+
+/// The SwiGLU MLP.
+struct Mlp {
+    gate: QMatrix,
+    up: QMatrix,
+    down: QMatrix,
+}
+
+impl Mlp {
+    fn load(t: &TensorSet, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden, cfg.intermediate);
+        Ok(Self {
+            gate: t.matrix(&format!("{p}.gate_proj.weight"), i, h)?,
+            up: t.matrix(&format!("{p}.up_proj.weight"), i, h)?,
+            down: t.matrix(&format!("{p}.down_proj.weight"), h, i)?,
+        })
+    }
+
+    /// `down(silu(gate(xn)) * up(xn))` into `sc.proj`.
+    fn forward(&self, pool: &Pool, sc: &mut Scratch, s: usize, cfg: &LlamaConfig) -> Result<()> {
+        let n = s * cfg.intermediate;
+        self.gate
+            .matmul(pool, &sc.xn, &mut sc.gate[..n], s)
+            .map_err(kernel_err("gate_proj"))?;
+        self.up
+            .matmul(pool, &sc.xn, &mut sc.up[..n], s)
+            .map_err(kernel_err("up_proj"))?;
+        ops::silu_mul(&mut sc.gate[..n], &sc.up[..n]);
+        self.down
+            .matmul(pool, &sc.gate[..n], &mut sc.proj[..s * cfg.hidden], s)
+            .map_err(kernel_err("down_proj"))
+    }
+}
+
+/// One decoder layer: pre-norm attention and pre-norm MLP, each added to the residual.
+struct Block {
+    attn_norm: Vec<f32>,
+    attn: Attention,
+    mlp_norm: Vec<f32>,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(t: &TensorSet, l: usize, cfg: &LlamaConfig) -> Result<Self> {
+        let p = format!("model.layers.{l}");
+        Ok(Self {
+            attn_norm: t.vector(&format!("{p}.input_layernorm.weight"), cfg.hidden)?,
+            attn: Attention::load(t, &format!("{p}.self_attn"), cfg)?,
+            mlp_norm: t.vector(&format!("{p}.post_attention_layernorm.weight"), cfg.hidden)?,
+            mlp: Mlp::load(t, &format!("{p}.mlp"), cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        m: &Packed,
+        layer: &mut LayerCache,
+        sc: &mut Scratch,
+        s: usize,
+        pos: usize,
+    ) -> Result<()> {
+        let n = s * m.cfg.hidden;
+        let eps = m.cfg.rms_eps as f32;
+        norm_rows(&sc.x[..n], &self.attn_norm, eps, &mut sc.xn[..n]);
+        self.attn.forward(m, layer, sc, s, pos)?;
+        sc.x[..n]
+            .iter_mut()
+            .zip(&sc.proj[..n])
+            .for_each(|(x, p)| *x += p);
+        norm_rows(&sc.x[..n], &self.mlp_norm, eps, &mut sc.xn[..n]);
+        self.mlp.forward(&m.pool, sc, s, &m.cfg)?;
+        sc.x[..n]
+            .iter_mut()
+            .zip(&sc.proj[..n])
+            .for_each(|(x, p)| *x += p);
+        Ok(())
+    }
+}
+
+/// Keys or values of one layer, `[position][kv_head][head_dim]`, grown as positions come.
+enum KvStore {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl KvStore {
+    fn new(dtype: KvDtype) -> Self {
+        match dtype {
+            KvDtype::F16 => Self::F16(Vec::new()),
+            KvDtype::F32 => Self::F32(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, v: &[f32]) {
+        match self {
+            Self::F16(s) => s.extend(v.iter().map(|&x| f16::from_f32(x))),
+            Self::F32(s) => s.extend_from_slice(v),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::F16(s) => s.len() * 2,
+            Self::F32(s) => s.len() * 4,
+        }
+    }
+
+    /// `q · self[at..at + q.len()]`.
+    fn dot(&self, q: &[f32], at: usize) -> f32 {
+        match self {
+            Self::F16(s) => ops::dot_f16(q, &s[at..at + q.len()]),
+            Self::F32(s) => ops::dot_f32(q, &s[at..at + q.len()]),
+        }
+    }
+
+    /// `out += a * self[at..at + out.len()]`.
+    fn axpy(&self, a: f32, at: usize, out: &mut [f32]) {
+        match self {
+            Self::F16(s) => ops::axpy_f16(a, &s[at..at + out.len()], out),
+            Self::F32(s) => ops::axpy_f32(a, &s[at..at + out.len()], out),
+        }
+    }
+}
+
+/// A layer's keys and values.
+struct LayerCache {
+    k: KvStore,
+    v: KvStore,
+}
+
+/// Buffers one forward pass reuses, sized for the largest batch of positions seen so far (a
+/// decode step allocates nothing once the first has run).
+#[derive(Default)]
+struct Scratch {
+    tokens: usize,
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl Scratch {
+    fn fit(&mut self, s: usize, cfg: &LlamaConfig) {
+        let (h, hd) = (cfg.hidden, cfg.head_dim());
+        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let resize = |v: &mut Vec<f32>, n: usize| {
+            if v.len() != n {
+                v.resize(n, 0.0);
+            }
+        };
+        resize(&mut self.x, s * h);
+        resize(&mut self.xn, s * h);
+        resize(&mut self.proj, s * h);
+        if s > self.tokens {
+            resize(&mut self.q, s * qd);
+            resize(&mut self.att, s * qd);
+            resize(&mut self.k, s * kvd);
+            resize(&mut self.v, s * kvd);
+            resize(&mut self.gate, s * cfg.intermediate);
+            resize(&mut self.up, s * cfg.intermediate);
+            self.tokens = s;
+        }
+        resize(&mut self.cos, hd / 2);
+        resize(&mut self.sin, hd / 2);
+    }
+}
+
+/// The per-sequence state of the packed engine.
+pub(crate) struct PackedCache {
+    layers: Vec<LayerCache>,
+    scratch: Scratch,
+}
+
+impl PackedCache {
+    /// Bytes the keys and values take now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.k.bytes() + l.v.bytes()).sum()
+    }
+}
+
+/// The packed model.
+pub(crate) struct Packed {
+    cfg: LlamaConfig,
+    embed: QMatrix,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    lm_head: QMatrix,
+    inv_freq: Vec<f64>,
+    layout: RopeLayout,
+    pool: Arc<Pool>,
+    kv: KvDtype,
+}
+
+impl Packed {
+    /// Wraps the mapped tensors (nothing is copied but the norms' weights).
+    pub(crate) fn load(
+        cfg: LlamaConfig,
+        t: &TensorSet,
+        pool: Arc<Pool>,
+        kv: KvDtype,
+    ) -> Result<Self> {
+        let (h, v) = (cfg.hidden, cfg.vocab);
+        let embed = t.matrix("model.embed_tokens.weight", v, h)?;
+        let lm_head = if cfg.tie_embeddings {
+            embed.clone()
+        } else {
+            t.matrix("lm_head.weight", v, h)?
+        };
+        let blocks = (0..cfg.layers)
+            .map(|l| Block::load(t, l, &cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            norm: t.vector("model.norm.weight", h)?,
+            inv_freq: inv_freqs(&cfg),
+            layout: t.rope_layout,
+            embed,
+            blocks,
+            lm_head,
+            cfg,
+            pool,
+            kv,
+        })
+    }
+
+    /// An empty cache, its layers holding keys and values in the configured dtype.
+    pub(crate) fn new_cache(&self) -> PackedCache {
+        PackedCache {
+            layers: (0..self.cfg.layers)
+                .map(|_| LayerCache {
+                    k: KvStore::new(self.kv),
+                    v: KvStore::new(self.kv),
+                })
+                .collect(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Bytes of weights it reads (the mapping's, shared with the page cache).
+    pub(crate) fn weight_bytes(&self) -> usize {
+        let mats = self.blocks.iter().map(|b| {
+            [
+                &b.attn.wq,
+                &b.attn.wk,
+                &b.attn.wv,
+                &b.attn.wo,
+                &b.mlp.gate,
+                &b.mlp.up,
+                &b.mlp.down,
+            ]
+            .iter()
+            .map(|m| m.byte_len())
+            .sum::<usize>()
+        });
+        let head = if self.cfg.tie_embeddings {
+            0
+        } else {
+            self.lm_head.byte_len()
+        };
+        mats.sum::<usize>() + self.embed.byte_len() + head
+    }
+
+    /// Threads it computes on.
+    pub(crate) fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Cosines and sines of position `p`.
+    fn rope_at<'a>(
+        &self,
+        p: usize,
+        cos: &'a mut [f32],
+        sin: &'a mut [f32],
+    ) -> (&'a [f32], &'a [f32]) {
+        for (i, f) in self.inv_freq.iter().enumerate() {
+            let a = p as f64 * f;
+            cos[i] = a.cos() as f32;
+            sin[i] = a.sin() as f32;
+        }
+        (cos, sin)
+    }
+
+    /// Runs `ids` after the cache's `pos` positions; returns the logits of the last position,
+    /// or of every one (`[S, vocab]`).
+    pub(crate) fn run(
+        &self,
+        ids: &[u32],
+        cache: &mut PackedCache,
+        pos: usize,
+        all: bool,
+    ) -> Result<Vec<f32>> {
+        self.pool.install(|| self.run_on_pool(ids, cache, pos, all))
+    }
+
+    fn run_on_pool(
+        &self,
+        ids: &[u32],
+        cache: &mut PackedCache,
+        pos: usize,
+        all: bool,
+    ) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let (s, h) = (ids.len(), cfg.hidden);
+        let sc = &mut cache.scratch;
+        sc.fit(s, cfg);
+        for (i, &id) in ids.iter().enumerate() {
+            self.embed
+                .decode_row(id as usize, &mut sc.x[i * h..(i + 1) * h]);
+        }
+        for (block, layer) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            block.forward(self, layer, sc, s, pos)?;
+        }
+        let first = if all { 0 } else { s - 1 };
+        let rows = s - first;
+        let eps = cfg.rms_eps as f32;
+        norm_rows(
+            &sc.x[first * h..s * h],
+            &self.norm,
+            eps,
+            &mut sc.xn[..rows * h],
+        );
+        sc.logits.resize(rows * cfg.vocab, 0.0);
+        self.lm_head
+            .matmul(&self.pool, &sc.xn[..rows * h], &mut sc.logits, rows)
+            .map_err(kernel_err("lm_head"))?;
+        Ok(sc.logits.clone())
+    }
+}

@@ -1,0 +1,262 @@
+//! The tensors of a model file, memory-mapped and left in their stored format: a GGUF file, or
+//! the `*.safetensors` files of a Hugging Face directory, by Hugging Face name.
+//!
+//! Nothing here reads a tensor's data; the kernels read it from the mapping when they multiply
+//! (so the kernel's page cache is the only copy), and the Burn path decodes one tensor at a
+//! time.
+#![allow(unsafe_code)] // Reason: `memmap2::Mmap::map` is unsafe (see the SAFETY note there).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use spice_hf_kernels::format::Format;
+use spice_hf_kernels::matrix::{Bytes, QMatrix};
+use spice_hf_kernels::ops::RopeLayout;
+
+use crate::gguf::{GgmlType, GgufFile};
+use crate::weights::hf_name;
+use crate::{Error, Result};
+
+/// One stored tensor: its format, PyTorch shape and bytes (in the mapping).
+#[derive(Debug, Clone)]
+pub struct TensorRef {
+    /// Hugging Face name.
+    pub name: String,
+    /// Stored format.
+    pub format: Format,
+    /// Shape, PyTorch order (`[out, in]` for a linear weight).
+    pub shape: Vec<usize>,
+    /// The stored bytes.
+    pub bytes: Bytes,
+}
+
+impl TensorRef {
+    /// Elements.
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Decodes every value to f32, row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let raw = self.bytes.as_slice();
+        match self.format {
+            // Float tensors may have any length; the block decoder wants blocks of 32.
+            Format::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Format::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Format::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => {
+                let mut out = vec![0f32; self.elements()];
+                spice_hf_kernels::format::decode_row(self.format, raw, &mut out);
+                out
+            }
+        }
+    }
+}
+
+/// The format a GGML tensor type is stored in, if the kernels read it.
+pub fn format_of(t: GgmlType) -> Option<Format> {
+    Some(match t {
+        GgmlType::F32 => Format::F32,
+        GgmlType::F16 => Format::F16,
+        GgmlType::BF16 => Format::BF16,
+        GgmlType::Q8_0 => Format::Q8_0,
+        GgmlType::Q4_0 => Format::Q4_0,
+        GgmlType::Q4_1 => Format::Q4_1,
+        GgmlType::Q5_0 => Format::Q5_0,
+        GgmlType::Q5_1 => Format::Q5_1,
+        GgmlType::Q4K => Format::Q4K,
+        GgmlType::Q5K => Format::Q5K,
+        GgmlType::Q6K => Format::Q6K,
+        _ => return None,
+    })
+}
+
+/// A file's bytes, mapped read-only.
+struct Mapping(memmap2::Mmap);
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn map(path: &Path) -> Result<Arc<dyn AsRef<[u8]> + Send + Sync>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    // SAFETY: the mapping is read-only and lives as long as the tensors that borrow it. It is
+    // undefined behaviour only if another process truncates or rewrites the file in place
+    // while it is mapped; the cache never does (files are written to `.part` and renamed
+    // over, which leaves this inode untouched), and a user editing a model file in place
+    // under a running server is outside what we can defend against (llama.cpp and candle map
+    // model files the same way).
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("map", path, e))?;
+    Ok(Arc::new(Mapping(mmap)))
+}
+
+/// Every tensor of a model, by Hugging Face name, and how its Q/K rows are laid out.
+pub struct TensorSet {
+    tensors: HashMap<String, TensorRef>,
+    /// GGUF files store Q/K rows permuted for interleaved RoPE; Hugging Face files do not.
+    pub rope_layout: RopeLayout,
+    /// Where they came from.
+    pub source: PathBuf,
+}
+
+impl std::fmt::Debug for TensorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorSet")
+            .field("tensors", &self.tensors.len())
+            .field("rope_layout", &self.rope_layout)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl TensorSet {
+    /// Maps a parsed GGUF file (its table was checked against the file's length when parsed).
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let owner = map(&g.path)?;
+        let mut tensors = HashMap::new();
+        for t in &g.tensors {
+            // Tensors the architecture does not use (e.g. `rope_freqs`) are skipped.
+            let Some(name) = hf_name(&t.name) else {
+                continue;
+            };
+            let format = format_of(t.ggml_type).ok_or_else(|| {
+                Error::Unsupported(format!("tensor {} is stored as {}", t.name, t.ggml_type))
+            })?;
+            let start = usize::try_from(g.data_offset + t.offset)
+                .map_err(|_| Error::Config(format!("tensor {} is past 2^64", t.name)))?;
+            let bytes = Bytes::new(owner.clone(), start, t.byte_len() as usize).map_err(|e| {
+                Error::Gguf {
+                    path: g.path.clone(),
+                    offset: start as u64,
+                    reason: format!("tensor {}: {e}", t.name),
+                }
+            })?;
+            tensors.insert(
+                name.clone(),
+                TensorRef {
+                    name,
+                    format,
+                    shape: t.shape(),
+                    bytes,
+                },
+            );
+        }
+        Ok(Self {
+            tensors,
+            rope_layout: RopeLayout::Interleaved,
+            source: g.path.clone(),
+        })
+    }
+
+    /// Maps every `*.safetensors` file in `dir` (F32, F16 and BF16 tensors).
+    pub fn from_safetensors_dir(dir: &Path) -> Result<Self> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io("list", dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::Config(format!(
+                "no .safetensors file in {}",
+                dir.display()
+            )));
+        }
+        let mut tensors = HashMap::new();
+        for path in files {
+            let owner = map(&path)?;
+            let bytes: &[u8] = (*owner).as_ref();
+            let st =
+                safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            for (name, view) in st.tensors() {
+                let format = match view.dtype() {
+                    safetensors::Dtype::F32 => Format::F32,
+                    safetensors::Dtype::F16 => Format::F16,
+                    safetensors::Dtype::BF16 => Format::BF16,
+                    other => {
+                        return Err(Error::Safetensors {
+                            path: path.clone(),
+                            reason: format!(
+                                "tensor {name} has unsupported dtype {other:?} (F32, F16, BF16 are)"
+                            ),
+                        });
+                    }
+                };
+                let data = view.data();
+                let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
+                let bytes = Bytes::new(owner.clone(), start, data.len()).map_err(|e| {
+                    Error::Safetensors {
+                        path: path.clone(),
+                        reason: format!("tensor {name}: {e}"),
+                    }
+                })?;
+                tensors.insert(
+                    name.clone(),
+                    TensorRef {
+                        name,
+                        format,
+                        shape: view.shape().to_vec(),
+                        bytes,
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            tensors,
+            rope_layout: RopeLayout::RotateHalf,
+            source: dir.to_path_buf(),
+        })
+    }
+
+    /// A tensor by Hugging Face name.
+    pub fn get(&self, name: &str) -> Option<&TensorRef> {
+        self.tensors.get(name)
+    }
+
+    /// Every tensor.
+    pub fn iter(&self) -> impl Iterator<Item = &TensorRef> {
+        self.tensors.values()
+    }
+
+    /// A tensor that must exist with `shape`.
+    pub fn expect(&self, name: &str, shape: &[usize]) -> Result<&TensorRef> {
+        let t = self
+            .get(name)
+            .ok_or_else(|| Error::Config(format!("weight {name} is missing")))?;
+        if t.shape != shape {
+            return Err(Error::Config(format!(
+                "weight {name} has shape {:?}, expected {shape:?}",
+                t.shape
+            )));
+        }
+        Ok(t)
+    }
+
+    /// A `[rows, cols]` weight kept in its stored format.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let t = self.expect(name, &[rows, cols])?;
+        QMatrix::new(t.format, rows, cols, t.bytes.clone())
+            .map_err(|e| Error::Config(format!("weight {name}: {e}")))
+    }
+
+    /// A vector (a norm's weight) decoded to f32.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        Ok(self.expect(name, &[len])?.to_f32())
+    }
+}

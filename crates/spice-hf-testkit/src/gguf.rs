@@ -1,0 +1,239 @@
+//! A GGUF v3 writer for fixtures: the tiny Llama in any weight format the kernels read, laid
+//! out as llama.cpp's converter lays a Hugging Face model out (GGUF names, `ne0`-first
+//! dimensions, Q/K rows permuted for interleaved RoPE, a byte-level BPE tokenizer and the
+//! ChatML template in the metadata).
+
+use std::path::Path;
+
+use spice_hf_kernels::format::Format;
+use spice_hf_kernels::quantize::quantize_matrix;
+
+use crate::fixtures::{CHATML_TEMPLATE, TinyShape, byte_to_unicode, tiny, tiny_tensors};
+
+/// A metadata value to write.
+#[derive(Debug, Clone)]
+pub enum Meta {
+    /// uint32.
+    U32(u32),
+    /// float32.
+    F32(f32),
+    /// bool.
+    Bool(bool),
+    /// string.
+    Str(String),
+    /// array of strings.
+    Strs(Vec<String>),
+    /// array of int32.
+    I32s(Vec<i32>),
+}
+
+/// GGML's id of a format.
+pub fn ggml_type(f: Format) -> u32 {
+    match f {
+        Format::F32 => 0,
+        Format::F16 => 1,
+        Format::Q4_0 => 2,
+        Format::Q4_1 => 3,
+        Format::Q5_0 => 6,
+        Format::Q5_1 => 7,
+        Format::Q8_0 => 8,
+        Format::Q4K => 12,
+        Format::Q5K => 13,
+        Format::Q6K => 14,
+        Format::BF16 => 30,
+        other => unreachable!("no GGML id for {other}"),
+    }
+}
+
+/// A tensor to write: GGUF name, PyTorch shape, format and its encoded bytes.
+#[derive(Debug, Clone)]
+pub struct GgufTensor {
+    /// GGUF name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// PyTorch shape (`[out, in]`); written reversed, `ne0` first.
+    pub shape: Vec<usize>,
+    /// Stored format.
+    pub format: Format,
+    /// Encoded bytes.
+    pub data: Vec<u8>,
+}
+
+/// Serialises a GGUF v3 file (alignment 32).
+pub fn gguf_bytes(meta: &[(&str, Meta)], tensors: &[GgufTensor]) -> Vec<u8> {
+    let mut w = Vec::new();
+    let str = |w: &mut Vec<u8>, s: &str| {
+        w.extend((s.len() as u64).to_le_bytes());
+        w.extend(s.as_bytes());
+    };
+    w.extend(0x4655_4747u32.to_le_bytes());
+    w.extend(3u32.to_le_bytes());
+    w.extend((tensors.len() as u64).to_le_bytes());
+    w.extend((meta.len() as u64).to_le_bytes());
+    for (k, v) in meta {
+        str(&mut w, k);
+        match v {
+            Meta::U32(x) => {
+                w.extend(4u32.to_le_bytes());
+                w.extend(x.to_le_bytes());
+            }
+            Meta::F32(x) => {
+                w.extend(6u32.to_le_bytes());
+                w.extend(x.to_le_bytes());
+            }
+            Meta::Bool(x) => {
+                w.extend(7u32.to_le_bytes());
+                w.push(*x as u8);
+            }
+            Meta::Str(s) => {
+                w.extend(8u32.to_le_bytes());
+                str(&mut w, s);
+            }
+            Meta::Strs(a) => {
+                w.extend(9u32.to_le_bytes());
+                w.extend(8u32.to_le_bytes());
+                w.extend((a.len() as u64).to_le_bytes());
+                for s in a {
+                    str(&mut w, s);
+                }
+            }
+            Meta::I32s(a) => {
+                w.extend(9u32.to_le_bytes());
+                w.extend(5u32.to_le_bytes());
+                w.extend((a.len() as u64).to_le_bytes());
+                for x in a {
+                    w.extend(x.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        str(&mut w, &t.name);
+        w.extend((t.shape.len() as u32).to_le_bytes());
+        for d in t.shape.iter().rev() {
+            w.extend((*d as u64).to_le_bytes());
+        }
+        w.extend(ggml_type(t.format).to_le_bytes());
+        w.extend(offset.to_le_bytes());
+        offset += (t.data.len() as u64).next_multiple_of(32);
+    }
+    while w.len() % 32 != 0 {
+        w.push(0);
+    }
+    for t in tensors {
+        w.extend(&t.data);
+        while w.len() % 32 != 0 {
+            w.push(0);
+        }
+    }
+    w
+}
+
+/// Hugging Face name → GGUF name (the inverse of the loader's map).
+fn gguf_name(hf: &str) -> String {
+    match hf {
+        "model.embed_tokens.weight" => return "token_embd.weight".into(),
+        "model.norm.weight" => return "output_norm.weight".into(),
+        "lm_head.weight" => return "output.weight".into(),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
+    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+    let part = part
+        .replace("input_layernorm", "attn_norm")
+        .replace("post_attention_layernorm", "ffn_norm")
+        .replace("self_attn.q_proj", "attn_q")
+        .replace("self_attn.k_proj", "attn_k")
+        .replace("self_attn.v_proj", "attn_v")
+        .replace("self_attn.o_proj", "attn_output")
+        .replace("mlp.gate_proj", "ffn_gate")
+        .replace("mlp.up_proj", "ffn_up")
+        .replace("mlp.down_proj", "ffn_down");
+    format!("blk.{layer}.{part}")
+}
+
+/// llama.cpp's converter's Q/K permutation: `w.reshape(heads, 2, hd/2, in).swapaxes(1, 2)`.
+pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for a in 0..2 {
+            for b in 0..hd / 2 {
+                let hf_row = h * hd + a * (hd / 2) + b;
+                let gguf_row = h * hd + b * 2 + a;
+                out[gguf_row * cols..(gguf_row + 1) * cols]
+                    .copy_from_slice(&data[hf_row * cols..(hf_row + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The tiny Llama as a GGUF: 2-D weights in `format`, norms in F32 (as llama.cpp writes
+/// them), with its tokenizer and chat template.
+pub fn tiny_llama_gguf(seed: u64, shape: TinyShape, format: Format) -> Vec<u8> {
+    let hd = shape.hidden / shape.heads;
+    let tensors: Vec<GgufTensor> = tiny_tensors(seed, shape)
+        .into_iter()
+        .map(|(name, dims, mut data)| {
+            let matrix = dims.len() == 2;
+            if name.ends_with("q_proj.weight") {
+                data = permute_rows(&data, dims[0], dims[1], shape.heads);
+            } else if name.ends_with("k_proj.weight") {
+                data = permute_rows(&data, dims[0], dims[1], shape.kv_heads);
+            }
+            let fmt = if matrix { format } else { Format::F32 };
+            let cols = *dims.last().unwrap_or(&1);
+            GgufTensor {
+                name: gguf_name(&name),
+                data: quantize_matrix(fmt, &data, cols),
+                shape: dims,
+                format: fmt,
+            }
+        })
+        .collect();
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    let tokens: Vec<String> = specials
+        .iter()
+        .map(|s| s.to_string())
+        .chain(byte_to_unicode().into_iter().map(String::from))
+        .collect();
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| if i < 3 { 3 } else { 1 })
+        .collect();
+    let u = |v: usize| Meta::U32(v as u32);
+    let meta = vec![
+        ("general.architecture", Meta::Str("llama".into())),
+        ("general.name", Meta::Str("tiny".into())),
+        ("llama.context_length", u(256)),
+        ("llama.embedding_length", u(shape.hidden)),
+        ("llama.feed_forward_length", u(shape.intermediate)),
+        ("llama.block_count", u(shape.layers)),
+        ("llama.attention.head_count", u(shape.heads)),
+        ("llama.attention.head_count_kv", u(shape.kv_heads)),
+        ("llama.attention.layer_norm_rms_epsilon", Meta::F32(1e-5)),
+        ("llama.rope.freq_base", Meta::F32(10_000.0)),
+        ("llama.rope.dimension_count", u(hd)),
+        ("llama.vocab_size", u(tiny::VOCAB)),
+        ("tokenizer.ggml.model", Meta::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", Meta::Str("gpt2".into())),
+        ("tokenizer.ggml.tokens", Meta::Strs(tokens)),
+        ("tokenizer.ggml.token_type", Meta::I32s(types)),
+        ("tokenizer.ggml.merges", Meta::Strs(Vec::new())),
+        ("tokenizer.ggml.bos_token_id", u(1)),
+        ("tokenizer.ggml.eos_token_id", u(2)),
+        ("tokenizer.ggml.add_bos_token", Meta::Bool(false)),
+        ("tokenizer.chat_template", Meta::Str(CHATML_TEMPLATE.into())),
+    ];
+    gguf_bytes(&meta, &tensors)
+}
+
+/// Writes [`tiny_llama_gguf`] to `path`.
+pub fn write_tiny_llama_gguf(
+    path: &Path,
+    seed: u64,
+    shape: TinyShape,
+    format: Format,
+) -> std::io::Result<()> {
+    std::fs::write(path, tiny_llama_gguf(seed, shape, format))
+}
