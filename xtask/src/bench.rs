@@ -16,6 +16,16 @@ use xshell::{Shell, cmd};
 
 const SIZE: u64 = 500 * 1000 * 1000;
 
+/// Where `cargo build --release` puts binaries: `$CARGO_TARGET_DIR/release` when it is set
+/// (as `.ci/run` sets it), else the workspace's `target/release`.
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+        .join("release")
+}
+
 pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("--compare") => {
@@ -23,6 +33,15 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 bail!("usage: cargo xtask bench --compare A.json B.json")
             };
             compare(Path::new(a), Path::new(b))
+        }
+        Some("engines") => {
+            let gguf = crate::fixtures::fetch(sh)?;
+            let table = engines_side_by_side(sh, &gguf)?;
+            let out = crate::workspace_root().join("target/bench/engines.json");
+            std::fs::create_dir_all(out.parent().context("bench dir")?)?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&table)?)?;
+            println!("written to {}", out.display());
+            Ok(())
         }
         Some(which @ ("pull" | "infer" | "serve" | "all")) => {
             let json_out = |name: &str| match args.iter().position(|a| a == "--json") {
@@ -83,7 +102,7 @@ fn pull(sh: &Shell, json_out: &Path) -> Result<()> {
         "cargo build --release --locked -p spice-hf-cli -p spice-hf-testkit --bins"
     )
     .run()?;
-    let bin = crate::workspace_root().join("target/release");
+    let bin = release_dir();
     let spice = bin.join("spice-hf");
     let hfhub = bin.join("hfhub-fetch");
     let work = crate::workspace_root().join("target/bench/pull-work");
@@ -239,7 +258,7 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
         "cargo build --release --locked -p spice-hf-cli -p spice-hf-testkit --bins --features spice-hf-cli/wgpu"
     )
     .run()?;
-    let spice = crate::workspace_root().join("target/release/spice-hf");
+    let spice = release_dir().join("spice-hf");
     let prompt = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the green valley. ".repeat(6);
     let mut runs: Vec<serde_json::Value> = Vec::new();
     for _ in 0..3 {
@@ -298,7 +317,7 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
         ),
     ];
     println!(
-        "\ninfer benchmark: SmolLM2-135M-Instruct Q4_1 (f32 in memory), backend cpu (flex), batch 1, {} cores, median of 3",
+        "\ninfer benchmark: SmolLM2-135M-Instruct Q4_1 through `spice-hf run` (packed CPU kernels), batch 1, {} cores, median of 3",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -306,44 +325,13 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     for (name, value) in &rows {
         println!("{name:<28} {value:>10.1}");
     }
-    // Every CPU backend Burn offers, same model and prompt, through the model layer directly
-    // (bench/cpu-backends is its own workspace so ndarray stays out of the product's graph).
-    let manifest = crate::workspace_root().join("bench/cpu-backends/Cargo.toml");
-    cmd!(sh, "cargo build --release --manifest-path {manifest}").run()?;
-    let harness = crate::workspace_root()
-        .join("bench/cpu-backends/target/release/spice-hf-bench-cpu-backends");
-    let mut backends = Vec::new();
-    println!("\nCPU backends (model layer, 121-token prompt, 128 decoded tokens, one run each):");
-    println!(
-        "{:<8} {:>9} {:>14} {:>13} {:>9}",
-        "backend", "load ms", "prefill tok/s", "decode tok/s", "TTFT ms"
-    );
-    for b in ["flex", "ndarray"] {
-        let out = Command::new(&harness)
-            .arg(&gguf)
-            .arg(b)
-            .stderr(Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            bail!("the {b} run failed");
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-        println!(
-            "{b:<8} {:>9.0} {:>14.1} {:>13.2} {:>9.0}",
-            f("load_ms"),
-            f("prefill_tokens_per_s"),
-            f("decode_tokens_per_s"),
-            f("ttft_ms")
-        );
-        backends.push(v);
-    }
+    let engines = engines_side_by_side(sh, &gguf)?;
     let gpu = tiny_on_each_backend(sh, &spice)?;
     let json = json!({
         "benchmark": "infer",
         "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         "runs": runs,
-        "cpu_backends": backends,
+        "engines": engines,
         "tiny_cpu_vs_wgpu": gpu,
     });
     if let Some(parent) = json_out.parent() {
@@ -352,6 +340,220 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     std::fs::write(json_out, serde_json::to_vec_pretty(&json)?)?;
     println!("written to {}", json_out.display());
     Ok(())
+}
+
+/// Median of a field over rounds.
+fn median_of(runs: &[serde_json::Value], key: &str) -> f64 {
+    let mut v: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs a harness that prints one JSON line, `rounds` times.
+fn rounds(rounds: usize, mut command: impl FnMut() -> Command) -> Result<Vec<serde_json::Value>> {
+    (0..rounds)
+        .map(|_| {
+            let out = command().stderr(Stdio::inherit()).output()?;
+            if !out.status.success() {
+                bail!("{:?} failed", command());
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            Ok(serde_json::from_str(
+                text.lines().last().context("no output")?,
+            )?)
+        })
+        .collect()
+}
+
+/// llama.cpp's `llama-bench` (from `$LLAMA_BENCH`, or on the `PATH`), if there is one.
+fn llama_bench() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LLAMA_BENCH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("llama-bench"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// llama.cpp on the same file: pp128 and tg128 (`-r 3`: its own mean over three
+/// repetitions), three times for a median like the others.
+fn llama_cpp(bench: &Path, gguf: &Path, threads: usize) -> Result<Vec<serde_json::Value>> {
+    (0..3)
+        .map(|_| {
+            let t = threads.to_string();
+            let out = Command::new(bench)
+                .arg("-m")
+                .arg(gguf)
+                .args(["-t", &t, "-p", "128", "-n", "128", "-r", "3", "-o", "jsonl"])
+                .stderr(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                bail!("llama-bench failed on {}", gguf.display());
+            }
+            // One JSON line per test: pp128 has n_prompt > 0, tg128 has n_gen > 0.
+            let mut rec = json!({"engine": "llama.cpp"});
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let v: serde_json::Value = serde_json::from_str(line)?;
+                let key = if v["n_prompt"].as_u64().unwrap_or(0) > 0 {
+                    "prefill_tokens_per_s"
+                } else {
+                    "decode_tokens_per_s"
+                };
+                rec[key] = v["avg_ts"].clone();
+            }
+            Ok(rec)
+        })
+        .collect()
+}
+
+/// The packed engine, candle's quantized Llama and (when found) llama.cpp on the same files
+/// and thread count: the Q4_1 fixture and Q8_0 / F16 conversions of it; plus Burn's flex (the
+/// f32 path the packed engine replaced) on the fixture. Medians of three rounds, one process
+/// per round.
+fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
+    let root = crate::workspace_root();
+    let threads = 2usize;
+    let harness_manifest = root.join("bench/cpu-backends/Cargo.toml");
+    let candle_manifest = root.join("bench/candle/Cargo.toml");
+    let bench_target = release_dir().join("../bench-harnesses");
+    {
+        let _t = sh.push_env("CARGO_TARGET_DIR", &bench_target);
+        cmd!(
+            sh,
+            "cargo build --release --manifest-path {harness_manifest}"
+        )
+        .run()?;
+        cmd!(
+            sh,
+            "cargo build --release --manifest-path {candle_manifest}"
+        )
+        .run()?;
+    }
+    let harness = bench_target.join("release/spice-hf-bench-cpu-backends");
+    let candle = bench_target.join("release/spice-hf-bench-candle");
+    let work = root.join("target/bench/files");
+    std::fs::create_dir_all(&work)?;
+    let mut files = vec![("Q4_1".to_string(), gguf.to_path_buf())];
+    for fmt in ["q8_0", "f16"] {
+        let out = work.join(format!("SmolLM2-135M-Instruct.{fmt}.gguf"));
+        if !out.is_file() {
+            cmd!(sh, "{harness} convert {gguf} {out} {fmt}").run()?;
+        }
+        files.push((fmt.to_uppercase(), out));
+    }
+    let llama = llama_bench();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let avx512 = cpu.contains("avx512f");
+    println!(
+        "\nengines on the same file, {threads} threads, 128-token prompt + 128 greedy tokens, median of 3 \
+         (CPU: {model}, AVX-512 {}; spice-hf kernels use AVX2)",
+        if avx512 { "present" } else { "absent" }
+    );
+    println!(
+        "{:<6} {:<10} {:>9} {:>14} {:>13} {:>9} {:>10} {:>10}",
+        "file",
+        "engine",
+        "load ms",
+        "prefill tok/s",
+        "decode tok/s",
+        "TTFT ms",
+        "RSS MiB",
+        "file MiB"
+    );
+    let mut table = Vec::new();
+    for (name, path) in &files {
+        let file_mib = std::fs::metadata(path)?.len() as f64 / 1048576.0;
+        let mut rows: Vec<(String, Vec<serde_json::Value>)> = vec![
+            (
+                "spice-hf".into(),
+                rounds(3, || {
+                    let mut c = Command::new(&harness);
+                    c.arg(path).arg("packed").arg(threads.to_string());
+                    c
+                })?,
+            ),
+            (
+                "candle".into(),
+                rounds(3, || {
+                    let mut c = Command::new(&candle);
+                    c.arg(path).env("RAYON_NUM_THREADS", threads.to_string());
+                    c
+                })?,
+            ),
+        ];
+        if name == "Q4_1" {
+            rows.push((
+                "burn flex".into(),
+                rounds(1, || {
+                    let mut c = Command::new(&harness);
+                    c.arg(path).arg("flex");
+                    c
+                })?,
+            ));
+        }
+        if let Some(bench) = &llama {
+            rows.push(("llama.cpp".into(), llama_cpp(bench, path, threads)?));
+        }
+        let mut summary = serde_json::Map::new();
+        for (engine, runs) in &rows {
+            let m = |k: &str| median_of(runs, k);
+            println!(
+                "{name:<6} {engine:<10} {:>9.0} {:>14.1} {:>13.1} {:>9.0} {:>10.0} {:>10.0}",
+                m("load_ms"),
+                m("prefill_tokens_per_s"),
+                m("decode_tokens_per_s"),
+                m("ttft_ms"),
+                m("peak_rss_bytes") / 1048576.0,
+                file_mib
+            );
+            summary.insert(
+                engine.clone(),
+                json!({
+                    "load_ms": m("load_ms"),
+                    "prefill_tokens_per_s": m("prefill_tokens_per_s"),
+                    "decode_tokens_per_s": m("decode_tokens_per_s"),
+                    "ttft_ms": m("ttft_ms"),
+                    "peak_rss_bytes": m("peak_rss_bytes"),
+                    "runs": runs,
+                }),
+            );
+        }
+        let ratio = |engine: &str, key: &str| {
+            summary["spice-hf"][key].as_f64().unwrap_or(f64::NAN)
+                / summary
+                    .get(engine)
+                    .and_then(|e| e[key].as_f64())
+                    .unwrap_or(f64::NAN)
+        };
+        println!(
+            "{name:<6} spice-hf / candle: decode {:.2}x, prefill {:.2}x; / llama.cpp: decode {:.2}x, prefill {:.2}x; peak RSS / file {:.2}",
+            ratio("candle", "decode_tokens_per_s"),
+            ratio("candle", "prefill_tokens_per_s"),
+            ratio("llama.cpp", "decode_tokens_per_s"),
+            ratio("llama.cpp", "prefill_tokens_per_s"),
+            summary["spice-hf"]["peak_rss_bytes"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+                / 1048576.0
+                / file_mib
+        );
+        table.push(
+            json!({"file": name, "file_bytes": std::fs::metadata(path)?.len(), "engines": summary}),
+        );
+    }
+    if llama.is_none() {
+        println!(
+            "(llama.cpp: no llama-bench on the PATH or in $LLAMA_BENCH; see docs/deployment.md)"
+        );
+    }
+    Ok(json!({"threads": threads, "cpu": model, "avx512": avx512, "files": table}))
 }
 
 /// `bench serve`: SmolLM2 behind `spice-hf serve` (max_concurrency 1, queue 16), 1 then 4
@@ -364,7 +566,7 @@ fn serve(sh: &Shell, json_out: &Path) -> Result<()> {
         "cargo build --release --locked -p spice-hf-cli -p spice-hf-e2e --bins"
     )
     .run()?;
-    let release = crate::workspace_root().join("target/release");
+    let release = release_dir();
     let history = tempdir_path("spice-hf-bench-serve")?;
     let mut server = Command::new(release.join("spice-hf"))
         .arg("serve")

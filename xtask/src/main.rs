@@ -22,6 +22,8 @@ tasks:
   bench pull [--json F]    pull benchmark: spice-hf vs curl vs hf-hub on a 500 MB file
   bench infer [--json F]   SmolLM2-135M on the CPU backend: load, prefill, decode, TTFT, RSS
   bench serve [--json F]   spice-hf serve under K streaming clients, and the session API direct
+  bench engines            spice-hf's packed kernels vs candle vs llama.cpp (LLAMA_BENCH or PATH)
+                           on the same Q4_1 / Q8_0 / F16 files (part of bench infer)
   bench all                all three
   fuzz [SECONDS]           run the cargo-fuzz GGUF target for a bounded time (default 60 s)
   integration [--backend cpu|wgpu]

@@ -8,8 +8,9 @@
 //! GGUF in another format (metadata and 1-D tensors as they are), so every engine of the
 //! benchmark reads the same Q8_0 or F16 file.
 
-mod convert;
 #![allow(clippy::print_stdout)] // Reason: the harness reports on stdout.
+
+mod convert;
 
 use std::time::Instant;
 

@@ -58,8 +58,9 @@ pub struct GgufTensor {
     pub data: Vec<u8>,
 }
 
-/// Serialises a GGUF v3 file (alignment 32).
-pub fn gguf_bytes(meta: &[(&str, Meta)], tensors: &[GgufTensor]) -> Vec<u8> {
+/// Serialises a GGUF v3 header (alignment 32) for tensors of the given byte sizes; returns it
+/// and the offset of each tensor's data from the start of the data section.
+fn header(meta: &[(&str, Meta)], tensors: &[(&str, &[usize], Format, usize)]) -> (Vec<u8>, u64) {
     let mut w = Vec::new();
     let str = |w: &mut Vec<u8>, s: &str| {
         w.extend((s.len() as u64).to_le_bytes());
@@ -107,19 +108,29 @@ pub fn gguf_bytes(meta: &[(&str, Meta)], tensors: &[GgufTensor]) -> Vec<u8> {
         }
     }
     let mut offset = 0u64;
-    for t in tensors {
-        str(&mut w, &t.name);
-        w.extend((t.shape.len() as u32).to_le_bytes());
-        for d in t.shape.iter().rev() {
+    for (name, shape, format, len) in tensors {
+        str(&mut w, name);
+        w.extend((shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
             w.extend((*d as u64).to_le_bytes());
         }
-        w.extend(ggml_type(t.format).to_le_bytes());
+        w.extend(ggml_type(*format).to_le_bytes());
         w.extend(offset.to_le_bytes());
-        offset += (t.data.len() as u64).next_multiple_of(32);
+        offset += (*len as u64).next_multiple_of(32);
     }
     while w.len() % 32 != 0 {
         w.push(0);
     }
+    (w, offset)
+}
+
+/// Serialises a GGUF v3 file (alignment 32).
+pub fn gguf_bytes(meta: &[(&str, Meta)], tensors: &[GgufTensor]) -> Vec<u8> {
+    let table: Vec<(&str, &[usize], Format, usize)> = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.as_slice(), t.format, t.data.len()))
+        .collect();
+    let (mut w, _) = header(meta, &table);
     for t in tensors {
         w.extend(&t.data);
         while w.len() % 32 != 0 {
@@ -127,6 +138,31 @@ pub fn gguf_bytes(meta: &[(&str, Meta)], tensors: &[GgufTensor]) -> Vec<u8> {
         }
     }
     w
+}
+
+/// Writes a GGUF whose tensor data is a hole: the header, then the file extended to its full
+/// length (sparse on every filesystem that supports it, so a 4 GB layout costs a few KiB).
+/// `tensors` are (GGUF name, PyTorch shape, format).
+pub fn write_sparse_gguf(
+    path: &Path,
+    meta: &[(&str, Meta)],
+    tensors: &[(String, Vec<usize>, Format)],
+) -> std::io::Result<u64> {
+    let table: Vec<(&str, &[usize], Format, usize)> = tensors
+        .iter()
+        .map(|(n, s, f)| {
+            let cols = *s.last().unwrap_or(&1);
+            let rows: usize = s.iter().rev().skip(1).product();
+            let len = rows * f.row_bytes(cols).unwrap_or(0);
+            (n.as_str(), s.as_slice(), *f, len)
+        })
+        .collect();
+    let (head, data) = header(meta, &table);
+    let file = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut &file, &head)?;
+    let len = head.len() as u64 + data;
+    file.set_len(len)?;
+    Ok(len)
 }
 
 /// Hugging Face name → GGUF name (the inverse of the loader's map).

@@ -5,6 +5,7 @@
 
 mod interop;
 mod serve;
+mod sizing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
