@@ -417,22 +417,24 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
     let threads = 2usize;
     let harness_manifest = root.join("bench/cpu-backends/Cargo.toml");
     let candle_manifest = root.join("bench/candle/Cargo.toml");
+    // Each harness is its own workspace with its own graph, so each gets its own target dir.
     let bench_target = release_dir().join("../bench-harnesses");
-    {
-        let _t = sh.push_env("CARGO_TARGET_DIR", &bench_target);
-        cmd!(
-            sh,
-            "cargo build --release --manifest-path {harness_manifest}"
-        )
-        .run()?;
-        cmd!(
-            sh,
-            "cargo build --release --manifest-path {candle_manifest}"
-        )
-        .run()?;
-    }
-    let harness = bench_target.join("release/spice-hf-bench-cpu-backends");
-    let candle = bench_target.join("release/spice-hf-bench-candle");
+    let (harness_target, candle_target) = (
+        bench_target.join("cpu-backends"),
+        bench_target.join("candle"),
+    );
+    cmd!(
+        sh,
+        "cargo build --release --manifest-path {harness_manifest} --target-dir {harness_target}"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo build --release --manifest-path {candle_manifest} --target-dir {candle_target}"
+    )
+    .run()?;
+    let harness = harness_target.join("release/spice-hf-bench-cpu-backends");
+    let candle = candle_target.join("release/spice-hf-bench-candle");
     let work = root.join("target/bench/files");
     std::fs::create_dir_all(&work)?;
     let mut files = vec![("Q4_1".to_string(), gguf.to_path_buf())];

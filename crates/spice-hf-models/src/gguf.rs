@@ -15,6 +15,10 @@ const MAX_DIMS: u32 = 4;
 const MAX_STRING: u64 = 16 << 20;
 /// Deepest nesting of arrays accepted.
 const MAX_DEPTH: usize = 4;
+/// Most metadata values (array elements included) a file may hold: the largest real
+/// vocabularies are ~300,000 tokens plus as many merges; each value takes 32 bytes in memory,
+/// so this bounds the metadata at 128 MiB however the file's counts are forged.
+const MAX_VALUES: u64 = 4 << 20;
 
 /// The element type of a tensor, as GGML numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,6 +242,8 @@ struct Cursor<R> {
     pos: u64,
     len: u64,
     path: PathBuf,
+    /// Metadata values read so far (see [`MAX_VALUES`]).
+    values: u64,
 }
 
 impl<R: Read> Cursor<R> {
@@ -325,6 +331,12 @@ impl<R: Read> Cursor<R> {
                     other => return Err(self.err(format!("unknown metadata value type {other}"))),
                 };
                 let n = self.count("array", min)?;
+                self.values = self.values.saturating_add(n);
+                if self.values > MAX_VALUES {
+                    return Err(self.err(format!(
+                        "metadata arrays hold more than {MAX_VALUES} values in all; this is not a model file spice-hf can read"
+                    )));
+                }
                 let mut v = Vec::with_capacity(n.min(1 << 20) as usize);
                 for _ in 0..n {
                     v.push(self.value(elem, depth + 1)?);
@@ -357,6 +369,7 @@ impl GgufFile {
             pos: 0,
             len,
             path: path.to_path_buf(),
+            values: 0,
         };
         let magic = c.u32()?;
         if magic != MAGIC {
@@ -385,7 +398,8 @@ impl GgufFile {
                 _ => return Err(c.err(format!("general.alignment {v:?} is not a power of two"))),
             },
         };
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        // Reserve only what a real model needs; a forged count grows the table as it is read.
+        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 14) as usize);
         for _ in 0..n_tensors {
             let name = c.string()?;
             let n_dims = c.u32()?;

@@ -82,8 +82,14 @@ impl LlamaConfig {
             Some(v) => v as usize,
             None => g
                 .tensor("token_embd.weight")
-                .map(|t| t.dims[1] as usize)
-                .ok_or_else(|| Error::Unsupported("GGUF without token_embd.weight".into()))?,
+                .and_then(|t| t.dims.get(1))
+                .map(|&d| d as usize)
+                .ok_or_else(|| {
+                    Error::Config(
+                        "GGUF has no llama.vocab_size and no 2-D token_embd.weight to read it from"
+                            .into(),
+                    )
+                })?,
         };
         Ok(Self {
             hidden: g.u64(&k("embedding_length"))? as usize,

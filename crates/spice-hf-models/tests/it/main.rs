@@ -3,6 +3,7 @@
 //! fixture's tokenizer.json.
 #![allow(clippy::print_stdout)] // Reason: a skipped fixture test says why.
 
+mod hostile;
 mod llama;
 mod reference;
 mod sampling;
