@@ -247,7 +247,7 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `bench infer`: SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to f32) on the CPU backend,
+/// `bench infer`: SmolLM2-135M-Instruct (Q4_1 GGUF, packed CPU kernels) on the CPU backend,
 /// batch 1: load time, prefill of a ~128-token prompt, 128 decoded tokens, time to first
 /// token, peak RSS next to the estimate. Three runs; the table shows the median.
 fn infer(sh: &Shell, json_out: &Path) -> Result<()> {

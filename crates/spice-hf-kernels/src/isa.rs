@@ -1,7 +1,7 @@
 //! Which instruction set the kernels use, chosen once per process at run time.
 //!
 //! `SPICE_HF_KERNELS=scalar` forces the portable path (so every machine can test both), and
-//! `SPICE_HF_KERNELS=avx2` insists on AVX2 (falling back with a warning in [`Isa::reason`]
+//! `SPICE_HF_KERNELS=avx2` insists on AVX2 (falling back, with the reason in [`Choice::reason`],
 //! when the CPU lacks it).
 
 use std::sync::OnceLock;

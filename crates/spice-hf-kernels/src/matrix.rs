@@ -183,8 +183,8 @@ impl QMatrix {
         }
         let (fmt, rb, cols, rows) = (self.format, self.row_bytes, self.cols, self.rows);
         let data = self.data.as_slice();
-        // Split by rows: every thread reads its rows of W once for all tokens, and writes
-        // its own columns of Y (through a pointer, as the columns interleave).
+        // Split by rows: every task reads its rows of W once for all tokens into a block of its
+        // own (its columns of Y interleave with the other tasks'), copied into Y afterwards.
         let chunk = pool.rows_per_task(rows, cols * tokens);
         let tasks = rows.div_ceil(chunk);
         let blocks: Vec<Vec<f32>> = pool.map_indices(tasks, |task| {

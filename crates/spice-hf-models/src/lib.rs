@@ -1,5 +1,7 @@
-//! spice-hf's model files: GGUF and safetensors readers, dequantization, and (as the
-//! inference work lands) tokenizers, chat templates, sampling and the Burn architectures.
+//! spice-hf's model files and networks: GGUF and safetensors readers (memory-mapped, tensors
+//! left in their stored format), the Llama family on the packed CPU kernels of
+//! `spice-hf-kernels` or as a Burn graph on a GPU device, tokenizers, chat templates, sampling
+//! and the footprint estimate.
 //!
 //! This layer loads from paths and knows nothing of HTTP or the cache layout.
 //!

@@ -73,8 +73,8 @@ impl Attention {
         })
     }
 
-    /// Attends `s` new positions (normed input `xn`, `[s, hidden]`) after the `pos` the cache
-    /// holds; adds the output projection into `out` (`[s, hidden]`).
+    /// Attends `s` new positions (normed input `sc.xn`, `[s, hidden]`) after the `pos` the
+    /// cache holds; writes the output projection to `sc.proj` (`[s, hidden]`).
     fn forward(
         &self,
         m: &Packed,
@@ -96,8 +96,12 @@ impl Attention {
         self.wv
             .matmul(pool, &sc.xn, &mut sc.v[..s * kvd], s)
             .map_err(kernel_err("v_proj"))?;
+        let half = hd / 2;
         for i in 0..s {
-            let (cos, sin) = m.rope_at(pos + i, &mut sc.cos, &mut sc.sin);
+            let (cos, sin) = (
+                &sc.cos[i * half..(i + 1) * half],
+                &sc.sin[i * half..(i + 1) * half],
+            );
             for head in sc.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
                 ops::rope(m.layout, head, cos, sin);
             }
@@ -251,6 +255,13 @@ impl KvStore {
         }
     }
 
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Self::F16(s) => s.truncate(len),
+            Self::F32(s) => s.truncate(len),
+        }
+    }
+
     /// `q · self[at..at + q.len()]`.
     fn dot(&self, q: &[f32], at: usize) -> f32 {
         match self {
@@ -315,8 +326,8 @@ impl Scratch {
             resize(&mut self.up, s * cfg.intermediate);
             self.tokens = s;
         }
-        resize(&mut self.cos, hd / 2);
-        resize(&mut self.sin, hd / 2);
+        resize(&mut self.cos, s * hd / 2);
+        resize(&mut self.sin, s * hd / 2);
     }
 }
 
@@ -419,19 +430,17 @@ impl Packed {
         self.pool.threads()
     }
 
-    /// Cosines and sines of position `p`.
-    fn rope_at<'a>(
-        &self,
-        p: usize,
-        cos: &'a mut [f32],
-        sin: &'a mut [f32],
-    ) -> (&'a [f32], &'a [f32]) {
-        for (i, f) in self.inv_freq.iter().enumerate() {
-            let a = p as f64 * f;
-            cos[i] = a.cos() as f32;
-            sin[i] = a.sin() as f32;
+    /// Cosines and sines of positions `pos..pos + s`, once per forward pass (every layer uses
+    /// them), `[s, head_dim / 2]`.
+    fn rope_angles(&self, pos: usize, s: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let half = self.inv_freq.len();
+        for i in 0..s {
+            for (k, f) in self.inv_freq.iter().enumerate() {
+                let a = (pos + i) as f64 * f;
+                cos[i * half + k] = a.cos() as f32;
+                sin[i * half + k] = a.sin() as f32;
+            }
         }
-        (cos, sin)
     }
 
     /// Runs `ids` after the cache's `pos` positions; returns the logits of the last position,
@@ -443,7 +452,17 @@ impl Packed {
         pos: usize,
         all: bool,
     ) -> Result<Vec<f32>> {
-        self.pool.install(|| self.run_on_pool(ids, cache, pos, all))
+        let out = self.pool.install(|| self.run_on_pool(ids, cache, pos, all));
+        if out.is_err() {
+            // Layers that ran before the failure pushed their keys and values: drop them, so
+            // the cache still holds exactly `pos` positions.
+            let kvd = self.cfg.kv_heads * self.cfg.head_dim();
+            for l in &mut cache.layers {
+                l.k.truncate(pos * kvd);
+                l.v.truncate(pos * kvd);
+            }
+        }
+        out
     }
 
     fn run_on_pool(
@@ -457,6 +476,7 @@ impl Packed {
         let (s, h) = (ids.len(), cfg.hidden);
         let sc = &mut cache.scratch;
         sc.fit(s, cfg);
+        self.rope_angles(pos, s, &mut sc.cos, &mut sc.sin);
         for (i, &id) in ids.iter().enumerate() {
             self.embed
                 .decode_row(id as usize, &mut sc.x[i * h..(i + 1) * h]);
