@@ -111,12 +111,13 @@ impl KvCache {
         self.capacity
     }
 
-    /// Bytes its keys and values take now (the packed engine grows it; the Burn one holds the
-    /// whole context from the start).
-    pub fn bytes(&self) -> usize {
+    /// Bytes its keys and values take now on the packed engine, which grows the cache with the
+    /// sequence; `None` on the Burn engine, whose cache holds the whole context on its device
+    /// from the start.
+    pub fn bytes(&self) -> Option<usize> {
         match &self.state {
-            CacheState::Packed(c) => c.bytes(),
-            CacheState::Burn(_) => 0,
+            CacheState::Packed(c) => Some(c.bytes()),
+            CacheState::Burn(_) => None,
         }
     }
 }
