@@ -174,6 +174,18 @@ enum MirrorCommand {
         /// JSON access rules for private and gated repositories.
         #[arg(long, value_name = "FILE")]
         access: Option<PathBuf>,
+        /// The hub's URL as clients reach it, for `Link` headers (needed on 0.0.0.0 or behind
+        /// a proxy) [default: the hub listener's address].
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// The CDN listener's URL as clients reach it, for redirects (needed on 0.0.0.0 or
+        /// behind a proxy) [default: the CDN listener's address].
+        #[arg(long, value_name = "URL")]
+        cdn_public_url: Option<String>,
+        /// A file of at least 32 secret bytes that signs CDN links, shared by replicas that
+        /// hand out each other's links [default: a random key per process].
+        #[arg(long, value_name = "FILE")]
+        cdn_key_file: Option<PathBuf>,
     },
 }
 
@@ -270,6 +282,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     addr,
                     cdn_addr,
                     access,
+                    public_url,
+                    cdn_public_url,
+                    cdn_key_file,
                 },
         } => {
             let access = match access {
@@ -277,6 +292,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => spice_hf_mirror::AccessConfig::default(),
             };
             let mirror = spice_hf_mirror::Mirror::from_dir(&dir, &access)?;
+            if let Some(url) = &public_url {
+                mirror.set_public_url(url);
+            }
+            if let Some(url) = &cdn_public_url {
+                mirror.set_cdn_base(url);
+            }
+            if let Some(path) = &cdn_key_file {
+                let key = std::fs::read(path).with_context(|| {
+                    format!("could not read the CDN key file {}", path.display())
+                })?;
+                mirror.set_cdn_key(&key)?;
+            }
             let running = mirror.spawn(addr, cdn_addr).await?;
             // A closed stdout must not stop the server: write, and ignore failures.
             let mut out = std::io::stdout();

@@ -56,6 +56,22 @@ pub enum Error {
         /// The parse error.
         reason: String,
     },
+    /// The served directory does not fit the layout unambiguously.
+    #[error("{}: {reason}", path.display())]
+    Layout {
+        /// The folder (or the served directory).
+        path: PathBuf,
+        /// What does not fit, and what to do.
+        reason: String,
+    },
+    /// The CDN signing key is too short to be a secret.
+    #[error(
+        "the CDN signing key has {len} bytes; use at least 32 random bytes (e.g. `head -c 32 /dev/urandom > key`)"
+    )]
+    WeakKey {
+        /// Its length.
+        len: usize,
+    },
     /// A listener could not bind.
     #[error("could not listen on {addr}: {source}; pick another --addr")]
     Bind {
@@ -132,13 +148,41 @@ impl Mirror {
         self.state.cdn_ttl_secs.store(secs, Ordering::Relaxed);
     }
 
-    /// The base URL written into 302 `Location`s (the CDN listener's public address).
+    /// The base URL written into 302 `Location`s (the CDN listener's public address). Set it
+    /// before [`Mirror::spawn`] when clients reach the CDN listener by another name (a mirror
+    /// on `0.0.0.0` behind a DNS name or a proxy); otherwise `spawn` uses the bound address.
     pub fn set_cdn_base(&self, url: &str) {
         *self
             .state
             .cdn_base
             .write()
             .unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
+    }
+
+    /// The hub's public base URL, written into the `Link` headers of paged listings. Set it
+    /// before [`Mirror::spawn`] when clients reach the mirror by another name; otherwise `spawn`
+    /// uses the bound address. The request's `Host` header is never used: it is the client's
+    /// to choose.
+    pub fn set_public_url(&self, url: &str) {
+        *self
+            .state
+            .public_url
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
+    }
+
+    /// The secret that signs CDN links (HMAC-SHA256). By default a random key per process;
+    /// replicas that hand out each other's links share one (at least 32 bytes).
+    pub fn set_cdn_key(&self, key: &[u8]) -> Result<()> {
+        if key.len() < 32 {
+            return Err(Error::WeakKey { len: key.len() });
+        }
+        *self
+            .state
+            .cdn_key
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = key.to_vec();
+        Ok(())
     }
 
     /// How many requests reached the CDN listener with an `Authorization` header.
@@ -202,8 +246,18 @@ impl Mirror {
         } else {
             cdn_addr.ip().to_string()
         };
-        let cdn_url = format!("http://{cdn_host}:{}", cdn_addr.port());
-        self.set_cdn_base(&cdn_url);
+        let bound = |url: &std::sync::RwLock<String>, default: String| {
+            let mut url = url.write().unwrap_or_else(|p| p.into_inner());
+            if url.is_empty() {
+                *url = default;
+            }
+            url.clone()
+        };
+        let cdn_url = bound(
+            &self.state.cdn_base,
+            format!("http://{cdn_host}:{}", cdn_addr.port()),
+        );
+        bound(&self.state.public_url, format!("http://{hub_addr}"));
         let (tx, rx) = tokio::sync::watch::channel(false);
         let serve = |l: tokio::net::TcpListener,
                      r: axum::Router,

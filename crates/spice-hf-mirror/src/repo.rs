@@ -241,29 +241,63 @@ impl AccessConfig {
 /// Loads every repository below `dir`: `dir/<org>/<name>/` (or `dir/<name>/` for ids without
 /// an organisation) is the `main` branch; `dir/<org>/<name>@<branch>/` adds another branch.
 /// Hidden files and directories (a leading `.`) are skipped.
+///
+/// The layout must be unambiguous, because access rules are per repository id: a folder that
+/// holds files is a one-segment repository, so an access rule for `<folder>/<name>` below it is
+/// an error (its files would be served inside the public `<folder>`), as is a rule for a
+/// repository that is not there (a typo would leave the intended repository public). Symbolic
+/// links are followed only while they stay inside `dir`; a link that leaves it, dangles or
+/// loops is skipped with a warning, and files are served from their resolved paths.
 pub fn load_dir(dir: &Path, access: &AccessConfig) -> Result<Vec<Repo>> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| Error::Io { path, source: e }
+    };
+    let root = std::fs::canonicalize(dir).map_err(io(dir))?;
+    let walk = Walk { root: &root };
     let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
     let mut add = |id_and_ref: &str, path: &Path| -> Result<()> {
         let (id, reference) = id_and_ref.split_once('@').unwrap_or((id_and_ref, "main"));
         let repo = repos.entry(id.to_string()).or_insert_with(|| Repo::new(id));
         let mut files = BTreeMap::new();
-        collect(path, "", &mut files)?;
+        walk.collect(path, "", &mut files, &mut vec![path.to_path_buf()])?;
         repo.commit(reference, files);
         Ok(())
     };
-    for top in read_dir_sorted(dir)? {
-        let name = file_name(&top);
-        if name.starts_with('.') || !top.is_dir() {
+    for (name, top) in walk.named_entries(&root)? {
+        let Entry::Dir(top) = top else { continue };
+        if name.starts_with('.') {
             continue;
         }
-        if has_regular_file(&top)? {
+        let entries = walk.named_entries(&top)?;
+        if let Some((stray, _)) = entries
+            .iter()
+            .find(|(n, e)| matches!(e, Entry::File(_)) && !n.starts_with('.'))
+        {
+            if let Some(rule) = access
+                .repos
+                .keys()
+                .find(|id| id.split_once('/').is_some_and(|(org, _)| org == name))
+            {
+                return Err(Error::Layout {
+                    path: top.clone(),
+                    reason: format!(
+                        "it holds the file {} so it is served as the repository `{name}`, \
+                         yet the access file has a rule for `{rule}` below it, whose files \
+                         would be served inside `{name}`; move the stray file out of the \
+                         organisation folder",
+                        stray
+                    ),
+                });
+            }
             add(&name, &top)?;
             continue;
         }
-        for sub in read_dir_sorted(&top)? {
-            let sub_name = file_name(&sub);
-            if !sub_name.starts_with('.') && sub.is_dir() {
-                add(&format!("{name}/{sub_name}"), &sub)?;
+        for (sub_name, sub) in entries {
+            if let Entry::Dir(sub) = sub {
+                if !sub_name.starts_with('.') {
+                    add(&format!("{name}/{sub_name}"), &sub)?;
+                }
             }
         }
     }
@@ -274,6 +308,20 @@ pub fn load_dir(dir: &Path, access: &AccessConfig) -> Result<Vec<Repo>> {
             repo.tokens = rule.tokens.iter().cloned().collect();
         }
     }
+    if let Some(missing) = access
+        .repos
+        .keys()
+        .find(|id| !out.iter().any(|r| &r.id == *id))
+    {
+        return Err(Error::Layout {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the access file has a rule for `{missing}`, which is not a repository here \
+                 (expected the folder {}); fix the name or remove the rule",
+                dir.join(missing).display()
+            ),
+        });
+    }
     Ok(out)
 }
 
@@ -283,40 +331,97 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-    v.sort();
-    Ok(v)
+/// A directory entry after symbolic links are resolved inside the served root.
+enum Entry {
+    /// A regular file, by its resolved path.
+    File(PathBuf),
+    /// A directory, by its resolved path.
+    Dir(PathBuf),
 }
 
-fn has_regular_file(dir: &Path) -> Result<bool> {
-    Ok(read_dir_sorted(dir)?
-        .iter()
-        .any(|p| p.is_file() && !file_name(p).starts_with('.')))
+/// Walks the served directory without leaving it.
+struct Walk<'a> {
+    root: &'a Path,
 }
 
-fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, MirrorFile>) -> Result<()> {
-    for p in read_dir_sorted(dir)? {
-        let name = file_name(&p);
-        if name.starts_with('.') {
-            continue;
+impl Walk<'_> {
+    /// The entries of `dir` by name (a link keeps its own name), sorted, links resolved; links
+    /// that leave the root, dangle or loop, and anything that is neither a file nor a
+    /// directory, are skipped with a warning.
+    fn named_entries(&self, dir: &Path) -> Result<Vec<(String, Entry)>> {
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for p in names {
+            let name = file_name(&p);
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let resolved = if meta.file_type().is_symlink() {
+                match std::fs::canonicalize(&p) {
+                    Ok(t) if t.starts_with(self.root) => t,
+                    Ok(t) => {
+                        tracing::warn!(link = %p.display(), target = %t.display(), "skipping a symbolic link that leaves the served directory");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(link = %p.display(), error = %e, "skipping a dangling or looping symbolic link");
+                        continue;
+                    }
+                }
+            } else {
+                // The parent is already resolved, so this is the canonical path.
+                p.clone()
+            };
+            match std::fs::metadata(&resolved) {
+                Ok(m) if m.is_dir() => out.push((name, Entry::Dir(resolved))),
+                Ok(m) if m.is_file() => out.push((name, Entry::File(resolved))),
+                _ => {
+                    tracing::warn!(path = %p.display(), "skipping what is neither a file nor a directory")
+                }
+            }
         }
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if p.is_dir() {
-            collect(&p, &rel, out)?;
-        } else if p.is_file() {
-            let size = p.metadata().map(|m| m.len()).unwrap_or(0);
-            let lfs = is_lfs_name(&rel, size);
-            out.insert(rel, MirrorFile::from_path(&p, lfs)?);
-        }
+        Ok(out)
     }
-    Ok(())
+
+    /// Adds every file below `dir` to `out` under `prefix`; `stack` holds the resolved
+    /// directories on the way down, so a link back up is a loop and is skipped.
+    fn collect(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        out: &mut BTreeMap<String, MirrorFile>,
+        stack: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        for (name, entry) in self.named_entries(dir)? {
+            if name.starts_with('.') {
+                continue;
+            }
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            match entry {
+                Entry::Dir(d) if stack.contains(&d) => {
+                    tracing::warn!(path = %rel, "skipping a symbolic link that loops back to a parent folder");
+                }
+                Entry::Dir(d) => {
+                    stack.push(d.clone());
+                    self.collect(&d, &rel, out, stack)?;
+                    stack.pop();
+                }
+                Entry::File(f) => {
+                    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    let lfs = is_lfs_name(&rel, size);
+                    out.insert(rel, MirrorFile::from_path(&f, lfs)?);
+                }
+            }
+        }
+        Ok(())
+    }
 }

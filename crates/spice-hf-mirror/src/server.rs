@@ -25,6 +25,10 @@ pub struct MirrorState {
     pub(crate) repos: RwLock<HashMap<String, Repo>>,
     pub(crate) valid_tokens: RwLock<HashSet<String>>,
     pub(crate) cdn_base: RwLock<String>,
+    /// The hub's public base URL, written into `Link` headers (never the request's `Host`).
+    pub(crate) public_url: RwLock<String>,
+    /// The key that signs CDN links (HMAC-SHA256).
+    pub(crate) cdn_key: RwLock<Vec<u8>>,
     pub(crate) page_size: AtomicUsize,
     pub(crate) cdn_ttl_secs: AtomicU64,
     pub(crate) token_leaks: AtomicUsize,
@@ -37,6 +41,10 @@ impl Default for MirrorState {
             repos: RwLock::default(),
             valid_tokens: RwLock::default(),
             cdn_base: RwLock::new(String::new()),
+            public_url: RwLock::new(String::new()),
+            // A fresh key per process: links die with it, which is what one replica wants.
+            // Replicas behind one name share a key from the configuration instead.
+            cdn_key: RwLock::new(rand::random::<[u8; 32]>().to_vec()),
             page_size: AtomicUsize::new(1000),
             cdn_ttl_secs: AtomicU64::new(3600),
             token_leaks: AtomicUsize::new(0),
@@ -58,10 +66,30 @@ fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-fn signature(sha256: &str, exp: u64) -> String {
-    let mut h = sha1::Sha1::new();
-    h.update(format!("spice-hf-mirror:{sha256}:{exp}").as_bytes());
-    hex::encode(h.finalize())
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The MAC over one blob and expiry, keyed with the mirror's secret.
+fn mac(key: &[u8], sha256: &str, exp: u64) -> HmacSha256 {
+    use hmac::Mac as _;
+    // HMAC takes a key of any length (a long one is hashed first), so this is infallible.
+    let mut m = <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()));
+    m.update(b"spice-hf-mirror cdn v1\n");
+    m.update(sha256.as_bytes());
+    m.update(b"\n");
+    m.update(exp.to_string().as_bytes());
+    m
+}
+
+fn signature(key: &[u8], sha256: &str, exp: u64) -> String {
+    use hmac::Mac as _;
+    hex::encode(mac(key, sha256, exp).finalize().into_bytes())
+}
+
+/// Whether `sig` (hex) is the MAC of `sha256` and `exp`, compared in constant time.
+fn signature_valid(key: &[u8], sha256: &str, exp: u64, sig: &str) -> bool {
+    use hmac::Mac as _;
+    hex::decode(sig).is_ok_and(|sig| mac(key, sha256, exp).verify_slice(&sig).is_ok())
 }
 
 struct Answer {
@@ -123,12 +151,6 @@ fn not_found(what: &str) -> Answer {
 /// The hub listener's handler.
 pub(crate) async fn hub(State(st): State<Shared>, req: Request) -> Response {
     let id = st.requests.fetch_add(1, Ordering::Relaxed);
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query: HashMap<String, String> = req
@@ -145,7 +167,7 @@ pub(crate) async fn hub(State(st): State<Shared>, req: Request) -> Response {
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
-    let answer = route(&st, &method, &path, &query, &headers, &body, &host);
+    let answer = route(&st, &method, &path, &query, &headers, &body);
     answer.finish(id)
 }
 
@@ -185,7 +207,6 @@ fn route(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &[u8],
-    host: &str,
 ) -> Answer {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if path == "/api/whoami-v2" {
@@ -203,7 +224,7 @@ fn route(
         let Some((repo_id, rest)) = split_repo(st, &segments[2..]) else {
             return not_found("route");
         };
-        return api(st, method, &repo_id, rest, query, headers, body, host);
+        return api(st, method, &repo_id, rest, query, headers, body);
     }
     let Some(pos) = segments.iter().position(|s| *s == "resolve") else {
         return not_found("route");
@@ -297,7 +318,6 @@ fn revision_not_found(rev: &str) -> Answer {
     )
 }
 
-#[allow(clippy::too_many_arguments)] // Reason: one routing function's inputs, passed through once.
 fn api(
     st: &MirrorState,
     method: &Method,
@@ -306,7 +326,6 @@ fn api(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &[u8],
-    host: &str,
 ) -> Answer {
     let result = with_repo(st, repo_id, headers, |repo| {
         let kind = rest.first().copied().unwrap_or("");
@@ -330,7 +349,7 @@ fn api(
                     .collect::<Vec<_>>()
                     .join("/");
                 match repo.resolve(&rev) {
-                    Some(c) => tree(st, repo_id, rest, c, &prefix, query, host),
+                    Some(c) => tree(st, repo_id, rest, c, &prefix, query),
                     None => revision_not_found(&rev),
                 }
             }
@@ -389,7 +408,6 @@ fn tree(
     c: &Commit,
     prefix: &str,
     query: &HashMap<String, String>,
-    host: &str,
 ) -> Answer {
     let recursive = query
         .get("recursive")
@@ -437,16 +455,28 @@ fn tree(
         .header("x-repo-commit", c.id.clone());
     }
     let page = st.page_size.load(Ordering::Relaxed).max(1);
-    let start: usize = query
-        .get("cursor")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let end = (start + page).min(entries.len());
+    let start = match query.get("cursor").map(|c| c.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return hub_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "invalid cursor: use the Link header of the previous page",
+            );
+        }
+    };
+    let end = start.saturating_add(page).min(entries.len());
     let slice = entries.get(start..end).unwrap_or(&[]).to_vec();
     let mut a = Answer::new(StatusCode::OK).json(&serde_json::Value::Array(slice));
     if end < entries.len() {
+        let base = st
+            .public_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut next = format!(
-            "http://{host}/api/models/{repo_id}/{}?cursor={end}",
+            "{base}/api/models/{repo_id}/{}?cursor={end}",
             rest.join("/")
         );
         if recursive {
@@ -531,7 +561,11 @@ fn resolve(
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let location = format!("{base}/blobs/{sha}?sig={}&exp={exp}", signature(sha, exp));
+        let key = st.cdn_key.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let location = format!(
+            "{base}/blobs/{sha}?sig={}&exp={exp}",
+            signature(&key, sha, exp)
+        );
         let mut a = Answer::new(StatusCode::FOUND)
             .header("location", location)
             .header("x-repo-commit", commit)
@@ -664,9 +698,9 @@ fn cdn_answer(st: &MirrorState, req: &Request) -> Answer {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let exp: u64 = query.get("exp").and_then(|e| e.parse().ok()).unwrap_or(0);
-    if query.get("sig").map(String::as_str) != Some(signature(sha, exp).as_str())
-        || exp < now_secs()
-    {
+    let key = st.cdn_key.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let sig = query.get("sig").map(String::as_str).unwrap_or("");
+    if !signature_valid(&key, sha, exp, sig) || exp < now_secs() {
         return Answer::new(StatusCode::FORBIDDEN)
             .header("content-type", "application/xml")
             .body_text(

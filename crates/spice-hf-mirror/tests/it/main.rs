@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use spice_hf_mirror::{Mirror, MirrorFile, Repo, RunningMirror, Visibility};
 
+mod hostile;
+
 const TOKEN: &str = "hf_reader";
 
 async fn start() -> (RunningMirror, String) {
