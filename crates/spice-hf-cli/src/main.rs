@@ -55,6 +55,25 @@ enum Command {
     },
 }
 
+/// What one client may hold on a listener (`serve` and `mirror serve`).
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// Open connections at most; more wait until one closes. Keep it below `ulimit -n`.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers, and to stay idle between requests.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    header_timeout: u32,
+}
+
+impl ListenArgs {
+    pub(crate) fn limits(&self) -> spice_hf_mirror::Limits {
+        spice_hf_mirror::Limits::default()
+            .with_max_connections(self.max_connections as usize)
+            .with_header_timeout(std::time::Duration::from_secs(self.header_timeout.into()))
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct CacheDirArg {
     /// Cache root [env: SPICE_MODELS_DIR] [default: ~/.spice/models].
@@ -186,6 +205,8 @@ enum MirrorCommand {
         /// hand out each other's links [default: a random key per process].
         #[arg(long, value_name = "FILE")]
         cdn_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        listen: ListenArgs,
     },
 }
 
@@ -285,6 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     public_url,
                     cdn_public_url,
                     cdn_key_file,
+                    listen,
                 },
         } => {
             let access = match access {
@@ -298,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(url) = &cdn_public_url {
                 mirror.set_cdn_base(url);
             }
+            mirror.set_limits(listen.limits());
             if let Some(path) = &cdn_key_file {
                 let key = std::fs::read(path).with_context(|| {
                     format!("could not read the CDN key file {}", path.display())
@@ -410,7 +433,8 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
                     "{:<48} {:<16} {:<12} {:>6} {:>12}",
                     r.manifest.repo,
                     r.manifest.revision,
-                    &r.manifest.commit[..r.manifest.commit.len().min(12)],
+                    // A hand-edited manifest may hold anything: cut by characters, not bytes.
+                    &r.manifest.commit.chars().take(12).collect::<String>(),
                     r.manifest.files.len(),
                     human(r.size)
                 );

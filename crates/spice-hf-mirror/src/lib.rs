@@ -34,6 +34,7 @@ pub use repo::{
     AccessConfig, Commit, MirrorFile, Repo, RepoAccess, Source, Visibility, is_lfs_name, load_dir,
 };
 pub use server::MirrorState;
+pub use spice_hf_listen::Limits;
 
 /// Errors of the mirror.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,11 @@ impl Mirror {
         Ok(())
     }
 
+    /// What one client may hold on each listener (set before [`Mirror::spawn`]).
+    pub fn set_limits(&self, limits: Limits) {
+        *self.state.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
     /// How many requests reached the CDN listener with an `Authorization` header.
     pub fn token_leaks(&self) -> usize {
         self.state.token_leaks.load(Ordering::Relaxed)
@@ -258,6 +264,7 @@ impl Mirror {
             format!("http://{cdn_host}:{}", cdn_addr.port()),
         );
         bound(&self.state.public_url, format!("http://{hub_addr}"));
+        let limits = *self.state.limits.read().unwrap_or_else(|p| p.into_inner());
         let (tx, rx) = tokio::sync::watch::channel(false);
         let serve = |l: tokio::net::TcpListener,
                      r: axum::Router,
@@ -266,7 +273,7 @@ impl Mirror {
                 let shutdown = async move {
                     let _ = rx.wait_for(|v| *v).await;
                 };
-                if let Err(e) = axum::serve(l, r).with_graceful_shutdown(shutdown).await {
+                if let Err(e) = spice_hf_listen::serve(l, r, limits, shutdown).await {
                     tracing::error!(error = %e, "mirror listener failed");
                 }
             })

@@ -29,6 +29,7 @@ pub struct MirrorState {
     pub(crate) public_url: RwLock<String>,
     /// The key that signs CDN links (HMAC-SHA256).
     pub(crate) cdn_key: RwLock<Vec<u8>>,
+    pub(crate) limits: RwLock<spice_hf_listen::Limits>,
     pub(crate) page_size: AtomicUsize,
     pub(crate) cdn_ttl_secs: AtomicU64,
     pub(crate) token_leaks: AtomicUsize,
@@ -45,6 +46,7 @@ impl Default for MirrorState {
             // A fresh key per process: links die with it, which is what one replica wants.
             // Replicas behind one name share a key from the configuration instead.
             cdn_key: RwLock::new(rand::random::<[u8; 32]>().to_vec()),
+            limits: RwLock::new(spice_hf_listen::Limits::default()),
             page_size: AtomicUsize::new(1000),
             cdn_ttl_secs: AtomicU64::new(3600),
             token_leaks: AtomicUsize::new(0),

@@ -39,6 +39,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 pub use openai::IGNORED_FIELDS;
 use openai::{ErrorBody, ErrorDetail};
+pub use spice_hf_listen::Limits;
 use spice_hf_runtime::Runtime;
 use spice_hf_telemetry::TaskHistory;
 
@@ -52,6 +53,7 @@ pub struct App {
     metrics: Option<MetricsRenderer>,
     history: Option<TaskHistory>,
     api_key_digest: Option<[u8; 32]>,
+    limits: spice_hf_listen::Limits,
 }
 
 impl std::fmt::Debug for App {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for App {
             .field("metrics", &self.metrics.is_some())
             .field("history", &self.history)
             .field("api_key", &self.api_key_digest.map(|_| "***"))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -73,7 +76,15 @@ impl App {
             metrics: None,
             history: None,
             api_key_digest: None,
+            limits: spice_hf_listen::Limits::default(),
         }
+    }
+
+    /// What one client may hold: open connections, header and body timeouts (by default
+    /// [`spice_hf_listen::Limits::default`]).
+    pub fn with_limits(mut self, limits: spice_hf_listen::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// `/metrics` answers with what `render` returns.
@@ -117,8 +128,9 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let runtime = app.runtime.clone();
+    let limits = app.limits;
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
+    let server = spice_hf_listen::serve(listener, app.router(), limits, async move {
         shutdown.await;
         tracing::info!("shutting down: no new requests; waiting for running ones");
         let _ = stopping_tx.send(true);
@@ -146,7 +158,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        r = server.into_future() => r,
+        r = server => r,
         () = watchdog => {
             tracing::warn!("connections still open after cancelling; closing them");
             Ok(())

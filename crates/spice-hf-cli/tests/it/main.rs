@@ -6,6 +6,7 @@
 mod interop;
 mod serve;
 mod sizing;
+mod slow_clients;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -302,6 +303,18 @@ async fn cache_ls_verify_rm() {
     // A pull repairs it.
     assert!(output(run(&["pull", REPO])).await.status.success());
     assert!(output(run(&["cache", "verify"])).await.status.success());
+    // A hand-edited manifest with a non-ASCII commit is listed, not a crash.
+    let manifest_path = dir.manifest_path();
+    let edited = std::fs::read_to_string(&manifest_path).unwrap();
+    let commit = dir.manifest().unwrap().unwrap().commit;
+    std::fs::write(&manifest_path, edited.replace(&commit, "ééééééééééééé")).unwrap();
+    let ls = output(run(&["cache", "ls"])).await;
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    assert!(
+        text(&ls.stdout).contains("éééééééééééé "),
+        "{}",
+        text(&ls.stdout)
+    );
     let rm = text(&output(run(&["cache", "rm", REPO])).await.stdout);
     assert!(rm.contains("removed org/tiny"), "{rm}");
     assert!(text(&output(run(&["cache", "ls"])).await.stdout).contains("no models"));
