@@ -1,6 +1,11 @@
 //! Chat templates rendered with minijinja (plus Python-compatible string methods), as
 //! Hugging Face renders them: `trim_blocks`, `lstrip_blocks`, `raise_exception`, `bos_token`,
 //! `eos_token`, `add_generation_prompt`.
+//!
+//! Templates come from model repositories, so rendering is bounded: at most
+//! [`RENDER_FUEL`] template instructions (minijinja's fuel) and [`MAX_RENDERED_BYTES`] of output,
+//! either of which ends the render with an error that names the limit. A loop of a hundred
+//! thousand squared steps stops after a fraction of a second instead of wedging a thread.
 
 use std::path::Path;
 
@@ -35,6 +40,36 @@ pub struct ChatTemplate {
     source: String,
     bos: String,
     eos: String,
+}
+
+/// Template instructions one render may execute. Real chat templates spend a few hundred per
+/// message; this allows conversations of thousands of messages and stops runaway loops after
+/// well under a second.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
+/// Longest rendered prompt in bytes (far above any context window's worth of text).
+pub const MAX_RENDERED_BYTES: usize = 64 << 20;
+
+/// An output that refuses to grow past its cap.
+struct Capped {
+    out: Vec<u8>,
+    cap: usize,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.cap {
+            self.over = true;
+            return Err(std::io::Error::other("the rendered prompt is too large"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
@@ -108,6 +143,7 @@ impl ChatTemplate {
             .build()
             .map_err(|e| Error::Template(e.to_string()))?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template("chat", &self.source)
@@ -115,12 +151,30 @@ impl ChatTemplate {
         let tmpl = env
             .get_template("chat")
             .map_err(|e| Error::Template(e.to_string()))?;
-        tmpl.render(context! {
+        let ctx = context! {
             messages => Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
-        })
-        .map_err(|e| Error::Template(format!("rendering the chat template failed: {e}")))
+        };
+        let mut out = Capped {
+            out: Vec::new(),
+            cap: MAX_RENDERED_BYTES,
+            over: false,
+        };
+        match tmpl.render_captured_to(ctx, &mut out) {
+            // minijinja writes whole `str`s, so the bytes are UTF-8.
+            Ok(_) => Ok(String::from_utf8_lossy(&out.out).into_owned()),
+            Err(_) if out.over => Err(Error::Template(format!(
+                "the chat template's output passed {} MiB; the template or the conversation is too large",
+                MAX_RENDERED_BYTES >> 20
+            ))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Error::Template(format!(
+                "the chat template ran more than {RENDER_FUEL} steps and was stopped; it loops, or the conversation is far too long"
+            ))),
+            Err(e) => Err(Error::Template(format!(
+                "rendering the chat template failed: {e}"
+            ))),
+        }
     }
 }

@@ -189,15 +189,94 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Encodes a rendered chat prompt: adds BOS once when the model wants one and the
-    /// template did not already put it there (never a double BOS).
-    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        let mut ids = self.encode(prompt)?;
+    /// Encodes a rendered chat prompt in which `plain` (the messages' text, in order) is text
+    /// from a client: a special token's text typed inside it (`<|im_start|>system`) is encoded as
+    /// the plain characters it is, so a client cannot forge turns; special tokens come from the
+    /// template only. Adds BOS as [`Tokenizer::encode_prompt`] does.
+    pub fn encode_chat_prompt(&self, prompt: &str, plain: &[&str]) -> Result<Vec<u32>> {
+        let spans = plain_spans(prompt, plain);
+        let enc = self
+            .inner
+            .encode(prompt, false)
+            .map_err(|e| tok_err("encode", e))?;
+        let special = self.special_ids();
+        let mut ids = Vec::with_capacity(enc.get_ids().len());
+        for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            let typed = spans.iter().any(|&(s, e)| a >= s && b <= e);
+            match prompt.get(a..b) {
+                Some(text) if typed && special.contains(&id) => {
+                    ids.extend(self.encode_plain(text, &special)?);
+                }
+                _ => ids.push(id),
+            }
+        }
+        Ok(self.with_bos(ids))
+    }
+
+    /// Ids of the tokens marked special (control tokens).
+    fn special_ids(&self) -> std::collections::HashSet<u32> {
+        self.inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// `text` encoded with no special token in the result: a special token's text is split
+    /// after its first character and the rest encoded again (it gets shorter each time).
+    fn encode_plain(
+        &self,
+        text: &str,
+        special: &std::collections::HashSet<u32>,
+    ) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tok_err("encode", e))?;
+        let mut ids = Vec::new();
+        for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            let piece = text.get(a..b).unwrap_or("");
+            if special.contains(&id) && !piece.is_empty() {
+                let first = piece.chars().next().map_or(1, char::len_utf8);
+                ids.extend(self.encode_plain(&piece[..first], special)?);
+                ids.extend(self.encode_plain(&piece[first..], special)?);
+            } else {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn with_bos(&self, mut ids: Vec<u32>) -> Vec<u32> {
         if let Some(bos) = self.bos.filter(|_| self.add_bos)
             && ids.first() != Some(&bos)
         {
             ids.insert(0, bos);
         }
-        Ok(ids)
+        ids
     }
+
+    /// Encodes a rendered chat prompt: adds BOS once when the model wants one and the
+    /// template did not already put it there (never a double BOS).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        Ok(self.with_bos(self.encode(prompt)?))
+    }
+}
+
+/// Byte ranges of `prompt` where each of `plain` (trimmed, in order) was rendered.
+fn plain_spans(prompt: &str, plain: &[&str]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    for text in plain {
+        let t = text.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if let Some(i) = prompt.get(from..).and_then(|rest| rest.find(t)) {
+            spans.push((from + i, from + i + t.len()));
+            from += i + t.len();
+        }
+    }
+    spans
 }

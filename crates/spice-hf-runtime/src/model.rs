@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, field};
 
-use crate::limiter::{Limiter, LimiterConfig};
+use crate::limiter::{Limiter, LimiterConfig, Permit};
 use crate::{Error, Result};
 
 /// The future a [`Source::Fetch`] returns: the local path of the model, or why it could not be
@@ -211,6 +211,7 @@ impl std::fmt::Debug for ServedModel {
 
 impl ServedModel {
     pub(crate) fn new(spec: ModelSpec, shutdown: CancellationToken) -> Self {
+        zero_counters(&spec.name);
         Self {
             limiter: Limiter::new(&spec.name, spec.limits.clone()),
             spec,
@@ -274,6 +275,43 @@ impl ServedModel {
     }
 
     pub(crate) async fn engine(self: &Arc<Self>) -> Result<Arc<Engine>> {
+        let engine = self.load_once().await?;
+        if self.health() == Health::Loading {
+            if self.spec.warm_up {
+                // First use after the load: the warm-up probe decides readiness.
+                self.probe(&self.spec.health_prompt).await;
+            } else {
+                self.set_health(Health::Ready);
+            }
+        }
+        Ok(engine)
+    }
+
+    /// [`Self::engine`] for a request that already holds a slot: the warm-up probe runs on
+    /// that slot (it could not get another while the request waits for it), and the slot is
+    /// handed back.
+    pub(crate) async fn engine_holding(
+        self: &Arc<Self>,
+        permit: Permit,
+    ) -> Result<(Arc<Engine>, Permit)> {
+        let engine = self.load_once().await?;
+        let mut permit = permit;
+        if self.health() == Health::Loading {
+            if self.spec.warm_up {
+                let prompt = self.spec.health_prompt.clone();
+                permit = self
+                    .probe_with(&engine, permit, &prompt)
+                    .await
+                    .1
+                    .ok_or(Error::ShuttingDown)?;
+            } else {
+                self.set_health(Health::Ready);
+            }
+        }
+        Ok((engine, permit))
+    }
+
+    async fn load_once(self: &Arc<Self>) -> Result<Arc<Engine>> {
         let this = self.clone();
         let engine = self
             .engine
@@ -308,14 +346,6 @@ impl ServedModel {
             })
             .await?
             .clone();
-        if self.health() == Health::Loading {
-            if self.spec.warm_up {
-                // First use after the load: the warm-up probe decides readiness.
-                self.probe(&self.spec.health_prompt).await;
-            } else {
-                self.set_health(Health::Ready);
-            }
-        }
         Ok(engine)
     }
 
@@ -455,6 +485,17 @@ impl ServedModel {
         let Some(permit) = self.limiter.try_acquire() else {
             return self.health();
         };
+        self.probe_with(&engine, permit, prompt).await.0
+    }
+
+    /// The probe on a slot already held; returns the health and the slot.
+    async fn probe_with(
+        self: &Arc<Self>,
+        engine: &Arc<Engine>,
+        permit: Permit,
+        prompt: &str,
+    ) -> (Health, Option<Permit>) {
+        let engine = engine.clone();
         let span = tracing::info_span!(
             target: "spice_hf_runtime",
             "health",
@@ -466,38 +507,54 @@ impl ServedModel {
         let prompt = prompt.to_string();
         let cancel = self.shutdown.clone();
         let probe_span = span.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let (result, permit) = match tokio::task::spawn_blocking(move || {
             let _entered = probe_span.enter();
-            let ids = crate::session::prompt_ids(
-                &engine,
-                &crate::session::Prompt::Text(prompt),
-                "health_prompt",
-            )?;
-            let params = GenerateParams {
-                max_tokens: 4,
-                ..GenerateParams::default()
+            let run = || -> Result<String> {
+                let ids = crate::session::prompt_ids(
+                    &engine,
+                    &crate::session::Prompt::Text(prompt),
+                    "health_prompt",
+                )?;
+                let params = GenerateParams {
+                    max_tokens: 4,
+                    ..GenerateParams::default()
+                };
+                let out = spice_hf_models::generate::generate(
+                    &engine.loaded.model,
+                    &engine.loaded.tokenizer,
+                    &ids,
+                    &params,
+                    |_| {
+                        if cancel.is_cancelled() {
+                            Flow::Cancel
+                        } else {
+                            Flow::Continue
+                        }
+                    },
+                )?;
+                if out.token_ids.is_empty() {
+                    return Err(Error::Internal("the probe generated no token".into()));
+                }
+                Ok(out.text)
             };
-            let out = spice_hf_models::generate::generate(
-                &engine.loaded.model,
-                &engine.loaded.tokenizer,
-                &ids,
-                &params,
-                |_| {
-                    if cancel.is_cancelled() {
-                        Flow::Cancel
-                    } else {
-                        Flow::Continue
-                    }
-                },
-            )?;
-            if out.token_ids.is_empty() {
-                return Err(Error::Internal("the probe generated no token".into()));
-            }
-            Ok(out.text)
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+                .unwrap_or_else(|p| {
+                    Err(Error::Internal(format!(
+                        "the probe panicked: {}",
+                        crate::panic_message(&*p)
+                    )))
+                });
+            (result, permit)
         })
         .await
-        .unwrap_or_else(|e| Err(Error::Internal(format!("the probe task failed: {e}"))));
+        {
+            Ok((result, permit)) => (result, Some(permit)),
+            // Only when the runtime shuts down before the task starts.
+            Err(e) => (
+                Err(Error::Internal(format!("the probe task failed: {e}"))),
+                None,
+            ),
+        };
         let health = match result {
             Ok(text) => {
                 span.record("captured_output", text.as_str());
@@ -510,6 +567,30 @@ impl ServedModel {
             }
         };
         self.set_health(health.clone());
-        health
+        (health, permit)
     }
+}
+
+/// Creates every counter series of a model at 0, so dashboards and alerts (`rate(...)`) work
+/// from the first scrape instead of seeing no series until the first failure.
+fn zero_counters(model: &str) {
+    use spice_hf_models::generate::FinishReason;
+    for stream in ["true", "false"] {
+        metrics::counter!(names::REQUESTS, names::MODEL => model.to_string(), names::STREAM => stream)
+            .increment(0);
+        for kind in names::ERROR_KINDS {
+            metrics::counter!(names::FAILURES, names::MODEL => model.to_string(), names::STREAM => stream, names::ERROR_KIND => *kind)
+                .increment(0);
+        }
+        for reason in [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::Cancelled,
+        ] {
+            metrics::counter!(names::FINISHED, names::MODEL => model.to_string(), names::STREAM => stream, names::FINISH_REASON => reason.as_str())
+                .increment(0);
+        }
+    }
+    metrics::counter!(names::PROMPT_TOKENS, names::MODEL => model.to_string()).increment(0);
+    metrics::counter!(names::COMPLETION_TOKENS, names::MODEL => model.to_string()).increment(0);
 }

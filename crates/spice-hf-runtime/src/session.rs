@@ -136,7 +136,9 @@ pub(crate) fn prompt_ids(engine: &Engine, prompt: &Prompt, field: &str) -> Resul
                     message: "at least one message is required".into(),
                 });
             }
-            tokenizer.encode_prompt(&template.render(messages, true)?)?
+            let rendered = template.render(messages, true)?;
+            let typed: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+            tokenizer.encode_chat_prompt(&rendered, &typed)?
         }
     };
     if ids.is_empty() {
@@ -320,13 +322,34 @@ impl ServedModel {
                 message: "must be at least 1".into(),
             });
         }
-        let engine = self.engine().await?;
-        let ids = prompt_ids(&engine, &request.prompt, "messages")?;
+        // Admission first: waiting for a lazy load, rendering the template and tokenizing all
+        // happen on a granted slot, so the queue bound also bounds that work.
         let (permit, waited) = self.limiter().acquire().await?;
         let queue_ms = waited.as_secs_f64() * 1000.0;
         metrics::histogram!(names::QUEUE_WAIT_MS, names::MODEL => self.name().to_string())
             .record(queue_ms);
         span.record("queue_ms", queue_ms);
+        let (engine, permit) = self.engine_holding(permit).await?;
+        // Templates and tokenizers are CPU work of unbounded size: never on the async threads.
+        let (ids, permit) = {
+            let engine = engine.clone();
+            let prompt = request.prompt;
+            tokio::task::spawn_blocking(move || {
+                let ids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    prompt_ids(&engine, &prompt, "messages")
+                }))
+                .unwrap_or_else(|p| {
+                    Err(Error::Internal(format!(
+                        "preparing the prompt panicked: {}",
+                        crate::panic_message(&*p)
+                    )))
+                });
+                (ids, permit)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("the prompt task failed: {e}")))?
+        };
+        let ids = ids?;
 
         let cancel = self.shutdown.child_token();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -351,7 +374,7 @@ impl ServedModel {
             let _entered = span.enter();
             let mut first: Option<Instant> = None;
             let mut last = Instant::now();
-            let result = generate(
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate(
                 &engine.loaded.model,
                 &engine.loaded.tokenizer,
                 &ids,
@@ -379,7 +402,15 @@ impl ServedModel {
                     }
                     Flow::Continue
                 },
-            );
+            )))
+            // A panic is a failure of ours, not a cancellation: recorded as an error.
+            .map_err(|p| {
+                Error::Internal(format!(
+                    "generation panicked: {}",
+                    crate::panic_message(&*p)
+                ))
+            })
+            .and_then(|r| r.map_err(Error::from));
             match result {
                 Ok(out) => {
                     let finish = if task_cancel.is_cancelled() || tx.is_closed() {
@@ -407,7 +438,6 @@ impl ServedModel {
                     let _ = tx.send(Event::Done(completion));
                 }
                 Err(e) => {
-                    let e = Error::from(e);
                     telemetry.fail(&e);
                     let _ = tx.send(Event::Error(e));
                 }

@@ -302,7 +302,7 @@ async fn lazy_models_load_on_first_request_and_failed_loads_say_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_fail_before_queueing_with_named_errors() {
+async fn bad_requests_fail_with_named_errors_and_free_their_slot() {
     let dir = tempfile::tempdir().unwrap();
     let with = tiny(&dir.path().join("with"), "with");
     let without_dir = dir.path().join("without");
@@ -388,4 +388,108 @@ fn invalid_specs_are_refused() {
     let mut small = spec("s");
     small.context_length = 2;
     assert!(Runtime::new(vec![small]).is_err());
+}
+
+/// `dir`'s tiny model with its chat template replaced by `template`.
+fn with_template(dir: &Path, name: &str, template: &str) -> ModelSpec {
+    let spec = tiny(dir, name);
+    let cfg_path = dir.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["chat_template"] = template.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_render_only_on_a_granted_slot_and_a_runaway_one_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let runaway =
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let mut spec = with_template(dir.path(), "loops", runaway);
+    spec.limits = LimiterConfig {
+        max_concurrency: NonZeroUsize::new(1).unwrap(),
+        max_queue: 1,
+        ..LimiterConfig::default()
+    };
+    let runtime = Runtime::new(vec![spec]).unwrap();
+    runtime.load_initial().await;
+    let model = runtime.model("loops").unwrap();
+    assert_eq!(
+        model.health(),
+        Health::Ready,
+        "the warm-up is a plain prompt"
+    );
+    // The slot is busy. The first chat request queues; the second is refused at once, before
+    // its template runs (rendered first, it would fail as a template error, or never end).
+    let holder = model.limiter().try_acquire().unwrap();
+    let spawn = || {
+        let model = model.clone();
+        tokio::spawn(async move { model.generate(CompletionRequest::new(chat("hi"))).await })
+    };
+    let first = spawn();
+    wait_for("the first request to queue", || {
+        model.limiter().waiting() == 1
+    })
+    .await;
+    let second = spawn().await.unwrap().unwrap_err();
+    assert!(matches!(second, Error::Overloaded { .. }), "{second}");
+    assert!(!first.is_finished());
+    // With the slot, the runaway template is stopped by its fuel and named.
+    drop(holder);
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Template(_)), "{err}");
+    assert!(err.to_string().contains("steps"), "{err}");
+    assert_eq!(model.limiter().running() + model.limiter().waiting(), 0);
+    assert_eq!(model.health(), Health::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_lazy_load_count_against_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    fixtures::write_tiny_llama(&path, 7).unwrap();
+    let (release, released) = tokio::sync::watch::channel(false);
+    // A fetch that finishes when the test says (a slow download).
+    let fetch_path = path.clone();
+    let source = Source::Fetch(Arc::new(move || {
+        let path = fetch_path.clone();
+        let mut released = released.clone();
+        Box::pin(async move {
+            let _ = released.wait_for(|r| *r).await;
+            Ok(path)
+        })
+    }));
+    let mut spec = ModelSpec::new("lazy", source);
+    spec.context_length = 256;
+    spec.backend = Some(spice_hf_backend::BackendKind::Cpu);
+    spec.initial_load = false;
+    spec.limits = LimiterConfig {
+        max_concurrency: NonZeroUsize::new(1).unwrap(),
+        max_queue: 1,
+        ..LimiterConfig::default()
+    };
+    let runtime = Runtime::new(vec![spec]).unwrap();
+    let model = runtime.model("lazy").unwrap();
+    let spawn = || {
+        let model = model.clone();
+        let mut r = CompletionRequest::new(Prompt::Text("abc".into()));
+        r.params = Some(long_params(2));
+        tokio::spawn(async move { model.generate(r).await })
+    };
+    let loading = spawn();
+    wait_for("the first request to hold the slot", || {
+        model.limiter().running() == 1
+    })
+    .await;
+    let queued = spawn();
+    wait_for("the second to queue", || model.limiter().waiting() == 1).await;
+    // The load has not finished, and the third is already refused.
+    let third = spawn().await.unwrap().unwrap_err();
+    assert!(matches!(third, Error::Overloaded { .. }), "{third}");
+    assert_ne!(model.health(), Health::Ready);
+    release.send(true).unwrap();
+    assert_eq!(loading.await.unwrap().unwrap().completion_tokens, 2);
+    assert_eq!(queued.await.unwrap().unwrap().completion_tokens, 2);
+    assert_eq!(model.health(), Health::Ready);
 }
