@@ -164,7 +164,15 @@ impl Config {
     /// Parses `text` (read from `path`, named in errors).
     pub(crate) fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
         let mut config: Config =
-            serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            // The message and its line, never a snippet: neighbouring lines may hold secrets.
+            serde_saphyr::from_str(text).map_err(|e| {
+                let key = e
+                    .location()
+                    .and_then(|l| key_on_line(text, l.line()))
+                    .map(|k| format!(" (key `{k}`)"))
+                    .unwrap_or_default();
+                anyhow::anyhow!("{}: {}{key}", path.display(), e.without_snippet())
+            })?;
         if config.models.is_empty() {
             bail!(
                 "{}: `models` is empty; list at least one model with `from:`",
@@ -187,6 +195,21 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// The key written on line `line` (1-based) of a YAML text, without its value: errors may
+/// name it, never show what the line or its neighbours hold.
+fn key_on_line(text: &str, line: u64) -> Option<String> {
+    let l = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let key = l.split_once(':')?.0.trim().trim_start_matches("- ").trim();
+    let plain = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    plain.then(|| key.to_string())
 }
 
 /// Expands `${env:VAR}` or `${file:PATH}` (relative to the config file); anything else is

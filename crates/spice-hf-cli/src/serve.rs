@@ -59,6 +59,10 @@ pub(crate) struct ServeArgs {
     /// Task-history database, or `off` [env: SPICE_HF_TASK_HISTORY] [default: ~/.spice/task_history.db].
     #[arg(long, value_name = "PATH")]
     task_history: Option<String>,
+    /// Listen on a non-loopback address without an API key (anyone who can reach the port
+    /// can then use the models and read the task history).
+    #[arg(long)]
+    allow_unauthenticated: bool,
     /// Do not record prompts and outputs in spans and the task history.
     #[arg(long)]
     no_capture: bool,
@@ -68,6 +72,8 @@ pub(crate) struct ServeArgs {
     /// Seconds between health probes of loaded models (0: only the warm-up).
     #[arg(long, default_value_t = 30)]
     health_interval: u64,
+    #[command(flatten)]
+    listen: crate::ListenArgs,
     #[command(flatten)]
     hub: crate::HubArgs,
 }
@@ -167,7 +173,8 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
                 entry.from
             )
         })?;
-        let mut hub = HubConfig::from_env(p.hf_token.as_deref())?;
+        // The model's own token (config), else `--token`, else the environment.
+        let mut hub = HubConfig::from_env(p.hf_token.as_deref().or(args.hub.token.as_deref()))?;
         if let Some(ep) = &args.hub.endpoint {
             hub.endpoint = ep.clone();
         }
@@ -269,6 +276,12 @@ pub(crate) async fn run(
         .addr
         .or(config.server.addr)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let api_key = args.api_key.clone().or(config.server.api_key.clone());
+    if !addr.ip().is_loopback() && api_key.is_none() && !args.allow_unauthenticated {
+        bail!(
+            "refusing to listen on {addr} without an API key: anyone who reaches it could use the models and read the task history (prompts included); set --api-key or SPICE_HF_API_KEY (or `api_key` in the config file), or pass --allow-unauthenticated if the network is trusted"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}; pick another --addr"))?;
@@ -278,7 +291,7 @@ pub(crate) async fn run(
     if let Some(h) = &history {
         app = app.with_task_history(h.clone());
     }
-    if let Some(key) = args.api_key.clone().or(config.server.api_key.clone()) {
+    if let Some(key) = api_key {
         if key.trim().is_empty() {
             bail!("the API key is empty; set a non-empty --api-key or leave it out");
         }
@@ -319,6 +332,7 @@ pub(crate) async fn run(
             .shutdown_grace_s
             .unwrap_or(args.shutdown_grace),
     );
+    let app = app.with_limits(args.listen.limits());
     spice_hf_server::serve(listener, app, crate::shutdown_signal(), grace).await?;
     if let Some(layer) = layer {
         layer.flush();

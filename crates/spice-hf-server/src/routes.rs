@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -194,22 +194,59 @@ fn prepare(app: &App, body: &[u8], kind: Kind) -> Result<Prepared, ApiError> {
     })
 }
 
-async fn chat(State(app): AppState, body: Bytes) -> Response {
+async fn chat(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = json_content(&headers) {
+        return refuse(&app, &body, e);
+    }
     complete(&app, &body, Kind::Chat).await
 }
 
-async fn text(State(app): AppState, body: Bytes) -> Response {
+async fn text(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = json_content(&headers) {
+        return refuse(&app, &body, e);
+    }
     complete(&app, &body, Kind::Text).await
+}
+
+/// Bodies must say they are JSON. A web page can POST `text/plain` or a form to any origin
+/// without a preflight; requiring `application/json` means a browser asks the server first
+/// (and gets no CORS grant), so another site cannot drive this API through a visitor.
+fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(m) if m.starts_with("application/") && m.ends_with("+json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            format!(
+                "the body must be JSON sent with `Content-Type: application/json` (got {}); with curl, add -H 'Content-Type: application/json'",
+                other.map_or("no Content-Type".to_string(), |m| format!("`{m}`"))
+            ),
+        )),
+    }
+}
+
+fn refuse(app: &App, body: &[u8], e: ApiError) -> Response {
+    let (model, stream) = peek(body);
+    count_refusal(app, model.as_deref(), stream, "validation");
+    e.into_response()
 }
 
 async fn complete(app: &App, body: &[u8], kind: Kind) -> Response {
     let prepared = match prepare(app, body, kind) {
         Ok(p) => p,
-        Err(e) => {
-            let (model, stream) = peek(body);
-            count_refusal(app, model.as_deref(), stream, "validation");
-            return e.into_response();
-        }
+        Err(e) => return refuse(app, body, e),
     };
     let Prepared {
         model,

@@ -107,6 +107,45 @@ CREATE TABLE IF NOT EXISTS task_history (
 CREATE INDEX IF NOT EXISTS task_history_task_start ON task_history (task, start_ms);
 ";
 
+/// Most bytes of input, and of output, one row keeps; longer text is cut at a character
+/// boundary and ends with a note of the full length.
+pub const MAX_CAPTURED_BYTES: usize = 64 << 10;
+/// Most bytes of an error message one row keeps.
+pub const MAX_ERROR_BYTES: usize = 4 << 10;
+/// Most bytes of a row's labels (JSON); larger label sets are replaced by their size.
+pub const MAX_LABELS_BYTES: usize = 16 << 10;
+/// Rows waiting for the writer thread at most; beyond that new rows are dropped (and counted
+/// in a warning) rather than held in memory without bound.
+pub const MAX_PENDING_ROWS: usize = 4096;
+
+/// `text` cut to `max` bytes at a character boundary, with a note of the full length.
+fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… [truncated: {} bytes in all]",
+        &text[..end],
+        text.len()
+    ))
+}
+
+/// Creates `path` owner-only (0600) if it is missing, and makes it owner-only if it exists.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    drop(o.open(path)?);
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}
+
 impl TaskHistory {
     /// Opens (creating it and its directory if needed) the database at `path`, keeping at most
     /// `retention` rows (the oldest go first).
@@ -116,16 +155,34 @@ impl TaskHistory {
             path: name.clone(),
             reason,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir)
                 .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Stored prompts are private: the database (and so its WAL and shared-memory files,
+        // which SQLite creates with the database's mode) is readable by its owner only.
+        private_file(path).map_err(|e| err(format!("cannot create it owner-only: {e}")))?;
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| err(e.to_string()))?;
         let _: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| err(e.to_string()))?;
+        for side in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(side);
+            let p = std::path::PathBuf::from(p);
+            if p.exists() {
+                private_file(&p)
+                    .map_err(|e| err(format!("cannot make {} owner-only: {e}", p.display())))?;
+            }
+        }
         Self::with_connection(conn, name, retention)
     }
 
@@ -166,8 +223,22 @@ impl TaskHistory {
     }
 
     /// Writes one row, then drops the oldest rows beyond the retention bound.
+    /// Input and output are cut to [`MAX_CAPTURED_BYTES`] each, the error to
+    /// [`MAX_ERROR_BYTES`], and the labels to [`MAX_LABELS_BYTES`] of JSON.
     pub fn insert(&self, row: &TaskRow) -> Result<()> {
-        let labels = serde_json::Value::Object(row.labels.clone()).to_string();
+        let mut labels = serde_json::Value::Object(row.labels.clone()).to_string();
+        if labels.len() > MAX_LABELS_BYTES {
+            labels = serde_json::json!({ "labels_truncated_bytes": labels.len() }).to_string();
+        }
+        let input = row.input.as_deref().map(|t| capped(t, MAX_CAPTURED_BYTES));
+        let output = row
+            .captured_output
+            .as_deref()
+            .map(|t| capped(t, MAX_CAPTURED_BYTES));
+        let error = row
+            .error_message
+            .as_deref()
+            .map(|t| capped(t, MAX_ERROR_BYTES));
         let conn = self.conn();
         conn.execute(
             "INSERT INTO task_history (trace_id, span_id, parent_id, task, input, captured_output,
@@ -178,12 +249,12 @@ impl TaskHistory {
                 row.span_id,
                 row.parent_id,
                 row.task,
-                row.input,
-                row.captured_output,
+                input,
+                output,
                 row.start_ms,
                 row.end_ms,
                 row.duration_ms,
-                row.error_message,
+                error,
                 labels
             ],
         )
@@ -313,7 +384,8 @@ enum Msg {
 /// for everything sent so far. Cloning shares the writer.
 #[derive(Clone)]
 pub struct TaskHistoryLayer {
-    tx: Arc<Mutex<mpsc::Sender<Msg>>>,
+    tx: Arc<Mutex<mpsc::SyncSender<Msg>>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     prefix: &'static str,
 }
 
@@ -328,7 +400,7 @@ impl std::fmt::Debug for TaskHistoryLayer {
 impl TaskHistoryLayer {
     /// A layer writing into `history`.
     pub fn new(history: TaskHistory) -> Self {
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (tx, rx) = mpsc::sync_channel::<Msg>(MAX_PENDING_ROWS);
         std::thread::Builder::new()
             .name("spice-hf-task-history".into())
             .spawn(move || {
@@ -348,15 +420,38 @@ impl TaskHistoryLayer {
             .ok();
         Self {
             tx: Arc::new(Mutex::new(tx)),
+            dropped: Arc::default(),
             prefix: "spice_hf",
         }
     }
 
+    /// Waits for room (flushes only).
     fn send(&self, msg: Msg) -> bool {
-        self.tx
+        let tx = self.tx.lock().map(|tx| tx.clone());
+        tx.map(|tx| tx.send(msg).is_ok()).unwrap_or(false)
+    }
+
+    /// Never waits: a row that finds the queue full is dropped and counted.
+    fn offer(&self, msg: Msg) {
+        let full = self
+            .tx
             .lock()
-            .map(|tx| tx.send(msg).is_ok())
-            .unwrap_or(false)
+            .map(|tx| matches!(tx.try_send(msg), Err(mpsc::TrySendError::Full(_))))
+            .unwrap_or(false);
+        if full {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                warn!(dropped = n, "task history writer is behind; rows dropped");
+            }
+        }
+    }
+
+    /// Rows dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until every row of a span closed before this call is in the database.
@@ -417,6 +512,15 @@ where
             return;
         };
         let end = SystemTime::now();
+        let mut data = data;
+        // A task refused before it produced anything keeps no content: only the input's size.
+        if data.error.is_some()
+            && data.output.is_none()
+            && let Some(input) = data.input.take()
+        {
+            data.labels
+                .insert("input_bytes".into(), (input.len() as u64).into());
+        }
         let row = TaskRow {
             trace_id: format!("{:032x}", data.trace_id),
             span_id: format!("{:016x}", data.span_id),
@@ -430,6 +534,6 @@ where
             error_message: data.error,
             labels: data.labels,
         };
-        self.send(Msg::Row(Box::new(row)));
+        self.offer(Msg::Row(Box::new(row)));
     }
 }

@@ -30,7 +30,10 @@ pub mod names;
 #[cfg(test)]
 mod tests;
 
-pub use history::{TaskFilter, TaskHistory, TaskHistoryLayer, TaskRow};
+pub use history::{
+    MAX_CAPTURED_BYTES, MAX_ERROR_BYTES, MAX_LABELS_BYTES, MAX_PENDING_ROWS, TaskFilter,
+    TaskHistory, TaskHistoryLayer, TaskRow,
+};
 
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,

@@ -167,3 +167,58 @@ fn prometheus_text_uses_our_exact_names_and_ms_buckets() {
     );
     assert!(text.contains("# HELP llm_requests "), "{text}");
 }
+
+#[test]
+fn stored_prompts_are_owner_only_capped_and_dropped_for_refused_tasks() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/history.db");
+    let history = TaskHistory::open(&path, 100).unwrap();
+    let huge = "é".repeat(1 << 20); // 2 MiB of two-byte characters
+    with_layer(&history, || {
+        let ok = tracing::info_span!(target: "spice_hf_runtime", "ai_completion", input = huge.as_str(), captured_output = tracing::field::Empty);
+        ok.record("captured_output", huge.as_str());
+        drop(ok);
+        let refused = tracing::info_span!(target: "spice_hf_runtime", "ai_completion", input = huge.as_str(), error = tracing::field::Empty);
+        refused.record(
+            "error",
+            "the prompt has 1000000 tokens; the context holds 2048",
+        );
+    });
+    let rows = history.recent(&TaskFilter::default()).unwrap();
+    let (refused, ok) = (&rows[0], &rows[1]);
+    for text in [
+        ok.input.as_deref().unwrap(),
+        ok.captured_output.as_deref().unwrap(),
+    ] {
+        assert!(
+            text.len() <= crate::MAX_CAPTURED_BYTES + 64,
+            "{}",
+            text.len()
+        );
+        assert!(text.ends_with(&format!("[truncated: {} bytes in all]", huge.len())));
+    }
+    assert_eq!(refused.input, None, "a refused request keeps its prompt");
+    assert_eq!(refused.labels["input_bytes"], huge.len());
+    assert!(
+        refused
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("context")
+    );
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("new")), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("new/history.db-wal");
+    assert!(wal.exists(), "WAL mode keeps a -wal file while open");
+    assert_eq!(mode(&wal), 0o600);
+
+    // A database left world-readable by an older version is tightened when opened.
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(TaskHistory::open(&old, 10).unwrap());
+    assert_eq!(mode(&old), 0o600);
+}

@@ -17,9 +17,9 @@ use spice_hf_testkit::{Fault, FaultRule, Role, fixtures};
 use super::{REPO, hub_with, spice};
 
 /// A running `spice-hf serve`, killed on drop.
-struct Served {
+pub(super) struct Served {
     child: Child,
-    base: String,
+    pub(super) base: String,
     client: reqwest::Client,
 }
 
@@ -31,7 +31,7 @@ impl Drop for Served {
 }
 
 /// Starts `cmd` (a `spice-hf serve ... --addr 127.0.0.1:0`) and reads the address it prints.
-async fn launch(mut cmd: Command) -> Served {
+pub(super) async fn launch(mut cmd: Command) -> Served {
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -55,7 +55,7 @@ async fn launch(mut cmd: Command) -> Served {
 }
 
 impl Served {
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(super) async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))
             .send()
@@ -70,7 +70,7 @@ impl Served {
             .await
             .unwrap()
     }
-    async fn wait_ready(&self) {
+    pub(super) async fn wait_ready(&self) {
         for _ in 0..1200 {
             if self.get("/v1/ready").await.status() == 200 {
                 return;
@@ -105,6 +105,22 @@ async fn serve_pulls_serves_and_accounts_for_every_request() {
         .arg("--task-history")
         .arg(&history);
     let served = launch(cmd).await;
+    // Every counter series exists at 0 from the first scrape (before any request or load).
+    let m = served.get("/metrics").await.text().await.unwrap();
+    for series in [
+        "llm_requests{",
+        "llm_failures{",
+        "llm_finished{",
+        "llm_prompt_tokens_total{",
+        "llm_completion_tokens_total{",
+    ] {
+        assert!(
+            m.contains(series),
+            "{series} missing from the first scrape:\n{m}"
+        );
+        assert_eq!(metric(&m, series), 0.0, "{series}");
+    }
+    assert!(m.contains("kind=\"context_length\""), "{m}");
     let resp = served.get("/v1/ready").await;
     assert_eq!(resp.status(), 503, "ready before the model was pulled");
     assert!(resp.headers().contains_key("retry-after"));
@@ -448,7 +464,7 @@ async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environmen
     assert!(!out.status.success());
     let err = super::text(&out.stderr);
     assert!(
-        err.contains("max_concurrency: 0") && err.contains("line 4"),
+        err.contains("`max_concurrency`") && err.contains("line 4"),
         "{err}"
     );
     // A sampling default out of range, with its line.
@@ -463,6 +479,34 @@ async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environmen
         err.contains("temperature 7 is out of range") && err.contains("line 4"),
         "{err}"
     );
+    // A mistake next to secrets: the error names the line and the key, never the neighbours.
+    for (yaml, key) in [
+        (
+            "server:\n  api_key: sk-live-NEIGHBOURSECRET\n  adr: 127.0.0.1:1\nmodels: []\n"
+                .to_string(),
+            "adr",
+        ),
+        (
+            format!(
+                "# token: hf_NEIGHBOURSECRET\nmodels:\n  - from: {}\n    parms: {{}}\n",
+                model_dir.display()
+            ),
+            "parms",
+        ),
+        (
+            format!(
+                "models:\n  - from: {}\n    params:\n      hf_token: hf_NEIGHBOURSECRET\n      max_tokens: many\n",
+                model_dir.display()
+            ),
+            "max_tokens",
+        ),
+    ] {
+        let out = super::output(run(yaml.clone())).await;
+        assert!(!out.status.success(), "{yaml}");
+        let err = super::text(&out.stderr);
+        assert!(err.contains(key) && err.contains("line"), "{yaml}: {err}");
+        assert!(!err.contains("NEIGHBOURSECRET"), "{yaml}: {err}");
+    }
     // A token in clear is refused without echoing it.
     let out = super::output(run(format!(
         "models:\n  - from: {}\n    params:\n      hf_token: hf_plaintextsecret\n",
@@ -582,4 +626,79 @@ async fn spans_and_metrics_are_exported_over_otlp_when_an_endpoint_is_set() {
         m.contains("llm_requests{model=\"tiny\",stream=\"false\"} 1"),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_pulls_a_private_model_with_the_token_flag() {
+    let files = fixtures::tiny_llama_files(3);
+    let mirror = spice_hf_mirror::Mirror::new();
+    let mut repo = spice_hf_testkit::repo_with(REPO, &files);
+    repo.visibility = spice_hf_mirror::Visibility::Private;
+    repo.tokens.insert("hf_owner_token".into());
+    mirror.add_repo(repo);
+    let hub = spice_hf_testkit::FakeHub::start(mirror).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = spice(hub.url(), home.path());
+    cmd.args(["serve", REPO, "--addr", "127.0.0.1:0", "--context", "256"])
+        .args(["--task-history", "off", "--token", "hf_owner_token"]);
+    let served = launch(cmd).await;
+    served.wait_ready().await;
+    let models: Value = served.get("/v1/models").await.json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], REPO);
+    // And without it, the load fails as the Hub says (the repository is not visible).
+    drop(served);
+    let other = tempfile::tempdir().unwrap();
+    let mut cmd = spice(hub.url(), other.path());
+    cmd.args(["serve", REPO, "--addr", "127.0.0.1:0", "--context", "256"])
+        .args(["--task-history", "off"]);
+    let served = launch(cmd).await;
+    let mut health = Value::Null;
+    for _ in 0..200 {
+        health = served.get("/health").await.json().await.unwrap();
+        if health.to_string().contains("not found") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(health.to_string().contains("not found"), "{health}");
+    assert!(!health.to_string().contains("hf_owner_token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_address_without_an_api_key_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let model = home.path().join("tiny");
+    fixtures::write_tiny_llama(&model, 5).unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = spice("http://127.0.0.1:9", home.path());
+        c.arg("serve")
+            .arg(&model)
+            .args(["--addr", "0.0.0.0:0", "--task-history", "off"])
+            .args(extra);
+        c
+    };
+    let out = super::output(serve(&[])).await;
+    assert!(!out.status.success());
+    let err = super::text(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0")
+            && err.contains("--api-key")
+            && err.contains("--allow-unauthenticated"),
+        "{err}"
+    );
+    // With a key, or when the operator says the network is trusted, it serves.
+    for extra in [&["--api-key", "k3y"][..], &["--allow-unauthenticated"][..]] {
+        let served = launch(serve(extra)).await;
+        assert!(
+            served.base.starts_with("http://0.0.0.0:"),
+            "{}",
+            served.base
+        );
+        let local = served.base.replace("0.0.0.0", "127.0.0.1");
+        let status = reqwest::get(format!("{local}/health"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
 }

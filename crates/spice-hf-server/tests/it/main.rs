@@ -307,9 +307,47 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
             assert_eq!(v["error"]["param"], param, "{body}");
         }
     }
+    // What a web page can send to any origin without a preflight is not taken as JSON.
+    let good = r#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#;
+    for (content_type, want) in [
+        (Some("text/plain"), 415),
+        (Some("application/x-www-form-urlencoded"), 415),
+        (Some("multipart/form-data; boundary=x"), 415),
+        (None, 415),
+        (Some("application/json; charset=utf-8"), 200),
+        (Some("Application/JSON"), 200),
+    ] {
+        for path in ["/v1/chat/completions", "/v1/completions"] {
+            let body = if path == "/v1/completions" {
+                r#"{"model":"tiny","prompt":"hi","max_tokens":1}"#
+            } else {
+                good
+            };
+            let mut req = server
+                .client
+                .post(format!("{}{path}", server.base))
+                .body(body);
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), want, "{path} with {content_type:?}");
+            if want == 415 {
+                let v: Value = resp.json().await.unwrap();
+                assert_eq!(v["error"]["code"], "unsupported_media_type");
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("application/json")
+                );
+            }
+        }
+    }
     let resp = server
         .client
         .post(format!("{}/v1/chat/completions", server.base))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
