@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use error::Error;
 pub use hash::{ContentHash, StreamHasher, hash_file};
 pub use lock::{LOCK_FILE, RevisionLock};
-pub use manifest::{MANIFEST_FILE, Manifest, ManifestEntry};
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestEntry, Stamp};
 pub use part::{Expected, PART_SUFFIX, PartFile, part_path};
 pub use path::{MAX_COMPONENT_BYTES, checked_join, validate_relative, validate_repo_id};
 pub use ranged::{RANGED_SUFFIX, RangedPart};
@@ -235,7 +235,27 @@ impl RevisionDir {
                 reason: "the name is reserved for the cache's own files".to_string(),
             });
         }
-        checked_join(&self.dir, rel)
+        let path = checked_join(&self.dir, rel)?;
+        // Nothing the cache writes may go through a symbolic link planted in it: the cache
+        // never creates one, so any link on the way is refused.
+        let mut on_the_way = self.dir.clone();
+        for part in rel.split('/') {
+            on_the_way.push(part);
+            match std::fs::symlink_metadata(&on_the_way) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::UnsafePath {
+                        path: rel.escape_debug().to_string(),
+                        reason: format!(
+                            "{} is a symbolic link, which could send the cache's writes elsewhere; remove it",
+                            on_the_way.display()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(path)
     }
 
     /// Path of the manifest.
@@ -274,9 +294,23 @@ impl RevisionDir {
             .filter(|m| m.is_file())
             .map(|m| m.len());
         if let Some(len) = on_disk {
-            if let Some(entry) = manifest.files.get(rel) {
+            if let Some(entry) = manifest.files.get_mut(rel) {
                 if entry.size == expected.size && entry.hash == expected.hash && len == entry.size {
-                    return Ok(FileState::Cached);
+                    // A hit proves its content: the file is unchanged since it was verified
+                    // (same stamp), or it hashes to the expected value now.
+                    let now = Stamp::of(&path);
+                    if now.is_some() && entry.stamp == now {
+                        return Ok(FileState::Cached);
+                    }
+                    if hash_file(&path, &expected.hash)? == expected.hash {
+                        entry.stamp = now;
+                        return Ok(FileState::Cached);
+                    }
+                    tracing::warn!(
+                        file = rel,
+                        "the cached file changed on disk and no longer matches its hash; downloading it again"
+                    );
+                    manifest.files.remove(rel);
                 }
             } else if len == expected.size && hash_file(&path, &expected.hash)? == expected.hash {
                 tracing::info!(
@@ -289,6 +323,7 @@ impl RevisionDir {
                         size: expected.size,
                         hash: expected.hash.clone(),
                         etag: None,
+                        stamp: Stamp::of(&path),
                     },
                 );
                 return Ok(FileState::Adopted);

@@ -58,6 +58,7 @@ impl PartFile {
                 .map_err(|e| Error::io("create directory", parent, e))?;
         }
         let part = part_path(target);
+        crate::part::unlink_planted(&part)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -175,4 +176,14 @@ impl PartFile {
         let _ = std::fs::remove_file(&self.part);
         self.written = 0;
     }
+}
+
+/// Removes a symbolic link planted where the cache keeps one of its own temporary files, so
+/// opening that name never writes through the link.
+pub(crate) fn unlink_planted(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        tracing::warn!(path = %path.display(), "removing a symbolic link planted in the cache");
+        std::fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+    }
+    Ok(())
 }

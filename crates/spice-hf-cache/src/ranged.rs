@@ -31,6 +31,7 @@ impl RangedPart {
         let mut name = target.as_os_str().to_os_string();
         name.push(RANGED_SUFFIX);
         let part = PathBuf::from(name);
+        crate::part::unlink_planted(&part)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -212,6 +212,14 @@ fn state_adopts_hand_placed_files_and_verify_reports() {
     assert_eq!(listed[0].size, good.len() as u64);
 
     assert!(rev.verify().unwrap().is_clean());
+    // A manifest write interrupted by a crash leaves the writer's temporary file: the cache's
+    // own, not an extra file.
+    std::fs::write(crate::manifest::temp_path(&rev.manifest_path()), b"{").unwrap();
+    assert!(
+        rev.verify().unwrap().is_clean(),
+        "{:?}",
+        rev.verify().unwrap()
+    );
     std::fs::write(rev.file_path("config.json").unwrap(), b"{\"a\":3}").unwrap();
     std::fs::write(rev.file_path("stray.txt").unwrap(), b"x").unwrap();
     let report = rev.verify().unwrap();

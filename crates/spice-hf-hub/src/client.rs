@@ -233,14 +233,21 @@ impl HubClient {
     /// Builds a client.
     pub fn new(config: HubConfig) -> Result<Self> {
         let base = config.endpoint.trim_end_matches('/').to_string();
+        let shown = redact_userinfo(&config.endpoint);
         let endpoint = Url::parse(&base).map_err(|e| Error::InvalidEndpoint {
-            endpoint: config.endpoint.clone(),
+            endpoint: shown.clone(),
             reason: e.to_string(),
         })?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
             return Err(Error::InvalidEndpoint {
-                endpoint: config.endpoint.clone(),
+                endpoint: shown,
                 reason: "it must be an http or https URL with a host".into(),
+            });
+        }
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(Error::InvalidEndpoint {
+                endpoint: shown,
+                reason: "credentials in the endpoint URL would be sent in clear and show up in logs; give the token with HF_TOKEN or --token instead".into(),
             });
         }
         let http = reqwest::Client::builder()
@@ -250,7 +257,7 @@ impl HubClient {
             .user_agent(concat!("spice-hf/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::InvalidEndpoint {
-                endpoint: config.endpoint.clone(),
+                endpoint: redact_userinfo(&config.endpoint),
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
         Ok(Self {
@@ -420,8 +427,9 @@ impl HubClient {
         let retry_after = get("retry-after").and_then(|v| parse_retry_after(&v));
         let mut message = get("x-error-message").unwrap_or_default();
         if message.is_empty() {
-            let body = resp.bytes().await.unwrap_or_default();
-            let body = &body[..body.len().min(4096)];
+            // An error body is read up to 4 KiB, never to its end (which may not come).
+            let body = read_capped(resp, 4096).await.unwrap_or_else(|b| b);
+            let body = &body[..];
             message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str().map(str::to_string)))
@@ -548,14 +556,23 @@ impl HubClient {
                 }
                 let headers = sent.resp.headers().clone();
                 let final_url = sent.resp.url().clone();
-                let body = sent.resp.bytes().await.map_err(|e| {
-                    AttemptError::transient(Error::Network {
-                        what: what.to_string(),
-                        reason: describe_reqwest(&e),
-                        attempts: 1,
-                    })
-                })?;
-                Ok((body.to_vec(), headers, final_url))
+                let body = match read_capped(sent.resp, MAX_JSON_BYTES).await {
+                    Ok(body) => body,
+                    Err(partial) if partial.len() > MAX_JSON_BYTES => {
+                        return Err(AttemptError::fatal(self.protocol(format!(
+                            "the answer to `{what}` passed {} MiB; a Hub listing or revision is far smaller, so the endpoint is not a Hub",
+                            MAX_JSON_BYTES >> 20
+                        ))));
+                    }
+                    Err(_) => {
+                        return Err(AttemptError::transient(Error::Network {
+                            what: what.to_string(),
+                            reason: "response body failed".into(),
+                            attempts: 1,
+                        }));
+                    }
+                };
+                Ok((body, headers, final_url))
             };
             match attempt.await {
                 Ok(v) => return Ok(v),
@@ -1008,6 +1025,46 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A short description of a transport error (never contains headers, so never a token).
+/// Largest JSON answer (a revision, one page of a listing) read from a hub. The Hub's pages
+/// of 1,000 entries are a few hundred KiB.
+const MAX_JSON_BYTES: usize = 64 << 20;
+
+/// Reads at most `max` bytes of a body. `Ok` with the whole body when it fits; `Err` with what
+/// was read when it passed `max` (then `max + 1` bytes or more) or failed midway (fewer).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> std::result::Result<Vec<u8>, Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = (max + 1).saturating_sub(out.len());
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if out.len() > max {
+                    return Err(out);
+                }
+            }
+            Ok(None) => return Ok(out),
+            Err(_) => return Err(out),
+        }
+    }
+}
+
+/// An endpoint as it may be shown: any `user:password@` replaced by `***@`.
+pub(crate) fn redact_userinfo(endpoint: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => endpoint.to_string(),
+            }
+        }
+        None => endpoint.to_string(),
+    }
+}
+
 fn describe_reqwest(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

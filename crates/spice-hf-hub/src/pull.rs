@@ -182,6 +182,7 @@ impl HubClient {
                         size: f.size,
                         hash: f.hash.clone(),
                         etag: None,
+                        stamp: None,
                     },
                 )
             })
@@ -286,6 +287,8 @@ impl HubClient {
                 size: f.size,
                 hash: f.hash.clone(),
                 etag,
+                // Verified while it streamed, renamed into place just now.
+                stamp: spice_hf_cache::Stamp::of(&target),
             },
         );
         rev_dir.save_manifest(&m)?;
@@ -312,7 +315,7 @@ impl HubClient {
             model: model.to_string(),
             reason,
         };
-        let manifest = match rev_dir.manifest()? {
+        let mut manifest = match rev_dir.manifest()? {
             Some(m) if !m.tree.is_empty() => m,
             _ if offline => {
                 return Err(offline_err(format!(
@@ -325,18 +328,23 @@ impl HubClient {
         if !offline && !manifest.commit.eq_ignore_ascii_case(model.revision()) {
             return Ok(None);
         }
-        let selected = opts
-            .selection
-            .apply(manifest.tree.keys().map(String::as_str))?;
+        let before = manifest.clone();
+        let tree = manifest.tree.clone();
+        let selected = opts.selection.apply(tree.keys().map(String::as_str))?;
         let mut files = Vec::new();
         for path in selected {
-            let entry = &manifest.tree[path];
-            let present = manifest
-                .files
-                .get(path)
-                .is_some_and(|m| m.hash == entry.hash)
-                && std::fs::metadata(rev_dir.file_path(path)?).is_ok_and(|m| m.len() == entry.size);
+            let entry = &tree[path];
+            // The same proof as a networked pull: unchanged since verified, or hashed again.
+            let expected = spice_hf_cache::Expected {
+                size: entry.size,
+                hash: entry.hash.clone(),
+            };
+            let present = manifest.files.contains_key(path)
+                && rev_dir.state(path, &expected, &mut manifest)? == FileState::Cached;
             if !present {
+                if manifest != before {
+                    rev_dir.save_manifest(&manifest)?;
+                }
                 if offline {
                     return Err(offline_err(format!(
                         "file {path:?} of {model} is not in the cache"
@@ -349,6 +357,10 @@ impl HubClient {
                 size: entry.size,
                 state: PulledState::Cached,
             });
+        }
+        if manifest != before {
+            // Stamps recorded after a file was hashed again.
+            rev_dir.save_manifest(&manifest)?;
         }
         tracing::info!(model = %model, commit = %manifest.commit, "served from the cache without network access");
         Ok(Some(PullReport {

@@ -66,6 +66,8 @@ pub enum Fault {
     SetHeader(&'static str, String),
     /// Replace the response body (and its length).
     ReplaceBody(Bytes),
+    /// Answer with this status and a chunked body that never ends (`[` then `0,` for ever).
+    EndlessBody(u16),
     /// Run an action (move a branch, ...) before passing the request through.
     Hook(Arc<dyn Fn() + Send + Sync>),
 }
@@ -89,6 +91,7 @@ impl std::fmt::Debug for Fault {
             Self::SetHeader(h, _) => write!(f, "SetHeader({h})"),
             Self::ReplaceBody(_) => f.write_str("ReplaceBody"),
             Self::Hook(_) => f.write_str("Hook"),
+            Self::EndlessBody(s) => write!(f, "EndlessBody({s})"),
         }
     }
 }
@@ -313,6 +316,20 @@ async fn apply(st: Arc<FaultState>, role: Role, mut req: Request, next: Next) ->
                 req.headers_mut().remove(header::RANGE);
             }
             Fault::DelayHeaders(d) => tokio::time::sleep(*d).await,
+            Fault::EndlessBody(status) => {
+                let chunk = Bytes::from("0,".repeat(32 * 1024));
+                let body = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(Bytes::from_static(b"["))
+                })
+                .chain(futures_util::stream::repeat_with(move || Ok(chunk.clone())));
+                let mut r = Response::new(Body::from_stream(body));
+                *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                early = Some(r);
+            }
             Fault::Hook(action) => action(),
             _ => {}
         }

@@ -177,3 +177,22 @@ async fn entry_not_found_names_the_file() {
     let err = env.pull(&env.client(), REPO).await.unwrap_err().to_string();
     assert!(err.contains("config.json") && err.contains("404"), "{err}");
 }
+
+#[test]
+fn endpoint_credentials_are_refused_and_never_shown() {
+    for endpoint in [
+        "http://alice:s3cr3t-pass@127.0.0.1:9",
+        "https://s3cr3t-pass@hub.example/",
+        "http://alice:s3cr3t-pass@",
+    ] {
+        let config = spice_hf_hub::HubConfig {
+            endpoint: endpoint.to_string(),
+            ..spice_hf_hub::HubConfig::default()
+        };
+        let err = spice_hf_hub::HubClient::new(config)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cr3t-pass"), "{endpoint}: {err}");
+        assert!(err.contains("***@"), "{endpoint}: {err}");
+    }
+}

@@ -183,3 +183,89 @@ async fn selection_and_pagination() {
         .count();
     assert!(pages >= 4, "listing was not paginated ({pages} pages)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_file_changed_on_disk_is_not_a_hit() {
+    let env = env().await;
+    let client = env.client();
+    let first = env.pull(&client, REPO).await.unwrap();
+    let (name, original) = env
+        .files
+        .iter()
+        .max_by_key(|(_, b)| b.len())
+        .map(|(n, b)| (n.clone(), b.clone()))
+        .unwrap();
+    let path = first.dir.join(&name);
+    let flip = |p: &std::path::Path| {
+        let mut bytes = std::fs::read(p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(p, &bytes).unwrap();
+    };
+    // Same size, one byte different: the next pull fetches it again.
+    flip(&path);
+    let second = env.pull(&client, REPO).await.unwrap();
+    let state = |r: &spice_hf_hub::PullReport| {
+        r.files
+            .iter()
+            .find(|f| f.path == name)
+            .unwrap()
+            .state
+            .clone()
+    };
+    assert_eq!(state(&second), PulledState::Downloaded);
+    assert_eq!(std::fs::read(&path).unwrap(), original);
+    // Untouched, it is a hit again (no download).
+    let third = env.pull(&client, REPO).await.unwrap();
+    assert_eq!(state(&third), PulledState::Cached);
+    // The pinned, network-free path proves the same before it answers from the cache.
+    let pinned = format!("{REPO}@{}", first.commit);
+    env.pull(&client, &pinned).await.unwrap();
+    let pinned_path = env.pull(&client, &pinned).await.unwrap().dir.join(&name);
+    flip(&pinned_path);
+    let again = env.pull(&client, &pinned).await.unwrap();
+    assert!(
+        again.used_network,
+        "a corrupt file was served from the cache"
+    );
+    assert_eq!(std::fs::read(&pinned_path).unwrap(), original);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_planted_in_the_cache_never_redirect_writes() {
+    let env = env().await;
+    let client = env.client();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"not yours").unwrap();
+    let dir = env_cache_dir(&env);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A `.part` name pointing outside: removed, the download goes into the cache.
+    let (name, original) = env
+        .files
+        .iter()
+        .next()
+        .map(|(n, b)| (n.clone(), b.clone()))
+        .unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(format!("{name}.part"))).unwrap();
+    let report = env.pull(&client, REPO).await.unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not yours");
+    assert_eq!(std::fs::read(report.dir.join(&name)).unwrap(), original);
+    // The file itself replaced by a link: refused with a message naming it, nothing written.
+    std::fs::remove_file(report.dir.join(&name)).unwrap();
+    std::os::unix::fs::symlink(&victim, report.dir.join(&name)).unwrap();
+    let err = env.pull(&client, REPO).await.unwrap_err().to_string();
+    assert!(
+        err.contains("symbolic link") && err.contains(&name),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not yours");
+}
+
+fn env_cache_dir(env: &Env) -> std::path::PathBuf {
+    spice_hf_cache::Cache::new(env.cache_dir.path())
+        .revision(REPO, "main")
+        .unwrap()
+        .path()
+        .to_path_buf()
+}

@@ -206,6 +206,18 @@ fn cases() -> Vec<Case> {
             expect: Err("refusing unsafe path"),
         });
     }
+    // A hub whose answer never ends: a listing, a revision, an error body.
+    for (path, status, needle) in [
+        ("/tree/", 200, "passed 64 MiB"),
+        ("/revision/", 200, "passed 64 MiB"),
+        ("/revision/", 404, "HTTP 404"),
+    ] {
+        v.push(Case {
+            name: "endless body",
+            rules: vec![on(Hub, path, 1..=100, Fault::EndlessBody(status))],
+            expect: Err(needle),
+        });
+    }
     let long = "x".repeat(300);
     let body = format!(
         r#"[{{"type":"file","oid":"ce013625030ba8dba906f756967f9e9ca394464a","size":6,"path":"{long}"}}]"#
