@@ -190,6 +190,8 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
     )
     .env("DOCS_RS", "1")
     .run()?;
+    step("clippy, default features (the binary as `cargo install` builds it)");
+    cmd!(sh, "cargo clippy -p spice-hf-cli --locked -- -D warnings").run()?;
     step("tests (nextest)");
     cmd!(
         sh,

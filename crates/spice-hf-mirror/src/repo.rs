@@ -294,10 +294,10 @@ pub fn load_dir(dir: &Path, access: &AccessConfig) -> Result<Vec<Repo>> {
             continue;
         }
         for (sub_name, sub) in entries {
-            if let Entry::Dir(sub) = sub {
-                if !sub_name.starts_with('.') {
-                    add(&format!("{name}/{sub_name}"), &sub)?;
-                }
+            if let Entry::Dir(sub) = sub
+                && !sub_name.starts_with('.')
+            {
+                add(&format!("{name}/{sub_name}"), &sub)?;
             }
         }
     }

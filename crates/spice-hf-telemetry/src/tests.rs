@@ -222,3 +222,29 @@ fn stored_prompts_are_owner_only_capped_and_dropped_for_refused_tasks() {
     drop(TaskHistory::open(&old, 10).unwrap());
     assert_eq!(mode(&old), 0o600);
 }
+
+#[test]
+fn a_stuck_writer_drops_rows_instead_of_holding_them_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.db");
+    let history = TaskHistory::open(&path, 100_000).unwrap();
+    // Another process holds the write lock: every insert waits for its busy timeout.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let layer = TaskHistoryLayer::new(history.clone());
+    let subscriber = tracing_subscriber::registry().with(layer.clone());
+    let extra = 100;
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..crate::MAX_PENDING_ROWS + extra {
+            drop(tracing::info_span!(target: "spice_hf_runtime", "ai_completion").entered());
+        }
+    });
+    // One row is with the writer, MAX_PENDING_ROWS wait; the rest were dropped at once.
+    let dropped = layer.dropped() as usize;
+    assert!(
+        (extra - 2..=extra).contains(&dropped),
+        "{dropped} rows dropped"
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+    layer.flush();
+}

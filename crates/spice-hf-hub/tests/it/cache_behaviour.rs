@@ -205,14 +205,8 @@ async fn a_cached_file_changed_on_disk_is_not_a_hit() {
     // Same size, one byte different: the next pull fetches it again.
     flip(&path);
     let second = env.pull(&client, REPO).await.unwrap();
-    let state = |r: &spice_hf_hub::PullReport| {
-        r.files
-            .iter()
-            .find(|f| f.path == name)
-            .unwrap()
-            .state
-            .clone()
-    };
+    let state =
+        |r: &spice_hf_hub::PullReport| r.files.iter().find(|f| f.path == name).unwrap().state;
     assert_eq!(state(&second), PulledState::Downloaded);
     assert_eq!(std::fs::read(&path).unwrap(), original);
     // Untouched, it is a hit again (no download).
