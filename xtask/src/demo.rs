@@ -76,7 +76,7 @@ pub(crate) fn run(sh: &Shell) -> Result<()> {
             bail!("spice-hf cache ls failed");
         }
         let question = "What is the capital of France?";
-        println!("$ spice-hf run {REPO} --quant q4_1 --max-tokens 32 '{question}'");
+        println!("$ spice-hf run {REPO} --quant q4_1 --max-tokens 32 --prompt '{question}'");
         let out = Command::new(&spice)
             .args([
                 "run",
@@ -85,6 +85,7 @@ pub(crate) fn run(sh: &Shell) -> Result<()> {
                 "q4_1",
                 "--max-tokens",
                 "32",
+                "--prompt",
                 question,
             ])
             .env("HF_ENDPOINT", &endpoint)
