@@ -87,6 +87,14 @@ impl Cache {
         validate_repo_id(repo)?;
         let name = Self::repo_dir_name(repo);
         let model_dir = checked_join(&self.root, &name)?;
+        // `refs/pr/N` lives in `refs/pr/N/`: a revision named `refs` would own those folders
+        // (its `cache verify` would list them as extra files, its `cache rm` delete them).
+        if revision.eq_ignore_ascii_case("refs") {
+            return Err(Error::UnsafePath {
+                path: revision.to_string(),
+                reason: "a revision named `refs` would share its cache folder with `refs/pr/N`; use its commit id instead".into(),
+            });
+        }
         let dir = checked_join(&model_dir, revision)?;
         Ok(RevisionDir {
             dir,

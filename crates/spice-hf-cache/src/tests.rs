@@ -61,6 +61,14 @@ fn unsafe_path_error_names_the_path() {
 #[test]
 fn revision_dir_layout_and_reserved_names() {
     let cache = Cache::new("/root");
+    // Revision folders never nest: `refs` would contain `refs/pr/1`.
+    for nested in ["refs", "Refs", "REFS"] {
+        let err = cache.revision("org/name", nested).unwrap_err().to_string();
+        assert!(
+            err.contains("refs/pr/N") && err.contains("commit id"),
+            "{err}"
+        );
+    }
     let rev = cache.revision("org/name", "refs/pr/1").unwrap();
     assert_eq!(rev.path(), Path::new("/root/org--name/refs/pr/1"));
     assert!(cache.revision("org/name", "../x").is_err());
