@@ -428,7 +428,7 @@ impl HubClient {
         let mut message = get("x-error-message").unwrap_or_default();
         if message.is_empty() {
             // An error body is read up to 4 KiB, never to its end (which may not come).
-            let body = read_capped(resp, 4096).await.unwrap_or_else(|b| b);
+            let body = read_capped(resp, 4096).await.unwrap_or_else(|(b, _)| b);
             let body = &body[..];
             message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
@@ -558,16 +558,16 @@ impl HubClient {
                 let final_url = sent.resp.url().clone();
                 let body = match read_capped(sent.resp, MAX_JSON_BYTES).await {
                     Ok(body) => body,
-                    Err(partial) if partial.len() > MAX_JSON_BYTES => {
+                    Err((_, None)) => {
                         return Err(AttemptError::fatal(self.protocol(format!(
                             "the answer to `{what}` passed {} MiB; a Hub listing or revision is far smaller, so the endpoint is not a Hub",
                             MAX_JSON_BYTES >> 20
                         ))));
                     }
-                    Err(_) => {
+                    Err((_, Some(reason))) => {
                         return Err(AttemptError::transient(Error::Network {
                             what: what.to_string(),
-                            reason: "response body failed".into(),
+                            reason,
                             attempts: 1,
                         }));
                     }
@@ -1024,17 +1024,17 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// A short description of a transport error (never contains headers, so never a token).
 /// Largest JSON answer (a revision, one page of a listing) read from a hub. The Hub's pages
 /// of 1,000 entries are a few hundred KiB.
 const MAX_JSON_BYTES: usize = 64 << 20;
 
 /// Reads at most `max` bytes of a body. `Ok` with the whole body when it fits; `Err` with what
-/// was read when it passed `max` (then `max + 1` bytes or more) or failed midway (fewer).
+/// was read when it passed `max` (then `max + 1` bytes), or when it failed midway (fewer, and
+/// why).
 async fn read_capped(
     mut resp: reqwest::Response,
     max: usize,
-) -> std::result::Result<Vec<u8>, Vec<u8>> {
+) -> std::result::Result<Vec<u8>, (Vec<u8>, Option<String>)> {
     let mut out = Vec::new();
     loop {
         match resp.chunk().await {
@@ -1042,11 +1042,11 @@ async fn read_capped(
                 let room = (max + 1).saturating_sub(out.len());
                 out.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if out.len() > max {
-                    return Err(out);
+                    return Err((out, None));
                 }
             }
             Ok(None) => return Ok(out),
-            Err(_) => return Err(out),
+            Err(e) => return Err((out, Some(describe_reqwest(&e)))),
         }
     }
 }
@@ -1065,6 +1065,7 @@ pub(crate) fn redact_userinfo(endpoint: &str) -> String {
     }
 }
 
+/// A short description of a transport error (never contains headers, so never a token).
 fn describe_reqwest(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
