@@ -74,7 +74,9 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
 }
 
 fn step(name: &str) {
-    println!("\n==> {name}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let since = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    println!("\n==> {name} (at {since} s)");
 }
 
 /// Installs what the checks need and a fresh machine lacks: cargo-deny, the Python
@@ -266,6 +268,7 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
         "cargo deny --all-features --locked check bans licenses sources"
     )
     .run()?;
+    step("done");
     println!("\nci: all checks passed");
     Ok(())
 }
