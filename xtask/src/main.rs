@@ -75,7 +75,10 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
 
 fn step(name: &str) {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let since = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    let since = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
     println!("\n==> {name} (at {since} s)");
 }
 
