@@ -79,7 +79,7 @@ pub enum Error {
         waited: Duration,
     },
     /// Not enough free space for the files still to download.
-    #[error("not enough free space in {}: need {needed} bytes, {available} available; free some space, pick a smaller quantization, or set SPICE_MODELS_DIR to a larger disk", dir.display())]
+    #[error("not enough free space in {}: need {needed} bytes, {available} available{}; free some space, pick a smaller quantization, or set SPICE_MODELS_DIR to a larger disk", dir.display(), held_by_others(*reserved, *pulls))]
     NoSpace {
         /// The directory checked.
         dir: PathBuf,
@@ -87,10 +87,22 @@ pub enum Error {
         needed: u64,
         /// Bytes available.
         available: u64,
+        /// Of those, bytes that other pulls in progress still have to write.
+        reserved: u64,
+        /// How many other pulls are in progress.
+        pulls: usize,
     },
     /// No home directory and no `SPICE_MODELS_DIR`.
     #[error("cannot locate the model cache: set SPICE_MODELS_DIR or HOME")]
     NoCacheDir,
+}
+
+fn held_by_others(reserved: u64, pulls: usize) -> String {
+    match pulls {
+        0 => String::new(),
+        1 => format!(", of which {reserved} are reserved by another pull in progress"),
+        n => format!(", of which {reserved} are reserved by {n} other pulls in progress"),
+    }
 }
 
 impl Error {

@@ -29,6 +29,7 @@ mod manifest;
 mod part;
 mod path;
 mod ranged;
+mod reserve;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +43,7 @@ pub use manifest::{MANIFEST_FILE, Manifest, ManifestEntry, Stamp};
 pub use part::{Expected, PART_SUFFIX, PartFile, part_path};
 pub use path::{MAX_COMPONENT_BYTES, checked_join, validate_relative, validate_repo_id};
 pub use ranged::{RANGED_SUFFIX, RangedPart};
+pub use reserve::{RESERVATIONS_DIR, Reservation};
 
 /// The cache's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -97,6 +99,7 @@ impl Cache {
         }
         let dir = checked_join(&model_dir, revision)?;
         Ok(RevisionDir {
+            root: self.root.clone(),
             dir,
             repo: repo.to_string(),
             revision: revision.to_string(),
@@ -204,6 +207,7 @@ pub enum FileState {
 /// One revision directory of one repository.
 #[derive(Debug, Clone)]
 pub struct RevisionDir {
+    root: PathBuf,
     dir: PathBuf,
     repo: String,
     revision: String,
@@ -344,19 +348,17 @@ impl RevisionDir {
         Ok(FileState::Missing { partial })
     }
 
-    /// Fails with [`Error::NoSpace`] when fewer than `needed` bytes are free here.
-    pub fn check_free_space(&self, needed: u64) -> Result<()> {
+    /// Reserves `needed` bytes of the cache's free space for a pull that will write `files`
+    /// (paths relative to this revision, and sizes) until the reservation is dropped. Fails with
+    /// [`Error::NoSpace`] when they do not fit beside what other pulls into the same cache, in
+    /// this process or another, still have to write.
+    pub fn reserve_space(&self, files: &[(&str, u64)], needed: u64) -> Result<Reservation> {
         self.create()?;
-        let available = fs4::available_space(&self.dir)
-            .map_err(|e| Error::io("stat filesystem", &self.dir, e))?;
-        if needed > available {
-            return Err(Error::NoSpace {
-                dir: self.dir.clone(),
-                needed,
-                available,
-            });
-        }
-        Ok(())
+        let planned = files
+            .iter()
+            .map(|(rel, size)| Ok((self.file_path(rel)?, *size)))
+            .collect::<Result<Vec<_>>>()?;
+        reserve::reserve(&self.root, &planned, needed)
     }
 
     /// Rehashes every file in the manifest and lists missing, corrupt and extra files.

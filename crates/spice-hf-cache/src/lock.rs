@@ -30,7 +30,7 @@ impl RevisionLock {
             .open(path)
             .map_err(|e| Error::io("open lock", path, e))?;
         let start = Instant::now();
-        let mut last_log = start;
+        let mut last_log: Option<Instant> = None;
         loop {
             match file.try_lock() {
                 Ok(()) => {
@@ -49,9 +49,10 @@ impl RevisionLock {
                     waited,
                 });
             }
-            if last_log.elapsed() >= LOG_EVERY {
+            // Said at once, then every few seconds, so a pull that waits says why.
+            if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 tracing::info!(lock = %path.display(), waited_s = waited.as_secs(), "another process is pulling this revision; waiting for its lock");
-                last_log = Instant::now();
+                last_log = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -243,9 +243,71 @@ fn state_adopts_hand_placed_files_and_verify_reports() {
 fn free_space_check_refuses_impossible_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let rev = Cache::new(dir.path()).revision("o/n", "main").unwrap();
-    rev.check_free_space(1).unwrap();
-    let err = rev.check_free_space(u64::MAX).unwrap_err();
+    drop(rev.reserve_space(&[("a", 1)], 1).unwrap());
+    let err = rev.reserve_space(&[("a", u64::MAX)], u64::MAX).unwrap_err();
     assert!(err.to_string().contains("not enough free space"), "{err}");
+}
+
+/// Two pulls into one cache (here in one process, through separate open files, as a server
+/// fetching two models does) cannot both hold space only one of them can have; a dropped or
+/// abandoned reservation frees it. The two-process version, on a filesystem of a set size,
+/// is the binary test `concurrent_pulls_share_the_free_space`.
+#[test]
+fn reservations_add_up_across_pulls_and_stale_ones_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path());
+    let (a, b) = (
+        cache.revision("o/a", "main").unwrap(),
+        cache.revision("o/b", "main").unwrap(),
+    );
+    // 60 % each: together more than the disk has, whatever else is writing meanwhile.
+    let share = fs4::available_space(dir.path()).unwrap() / 10 * 6;
+    let held = a.reserve_space(&[("w.bin", share)], share).unwrap();
+    let err = b.reserve_space(&[("w.bin", share)], share).unwrap_err();
+    match &err {
+        Error::NoSpace {
+            reserved, pulls, ..
+        } => {
+            assert_eq!((*reserved, *pulls), (share, 1), "{err}");
+        }
+        other => panic!("expected NoSpace, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("reserved by another pull"),
+        "{err}"
+    );
+
+    // Bytes the first pull has written are no longer counted as still to come.
+    a.create().unwrap();
+    std::fs::write(
+        part_path(&a.file_path("w.bin").unwrap()),
+        vec![7u8; 1 << 20],
+    )
+    .unwrap();
+    let others = crate::reserve::others(&dir.path().join(RESERVATIONS_DIR)).unwrap();
+    assert_eq!(others.pulls, 1);
+    assert_eq!(others.bytes, share - (1 << 20));
+
+    drop(held);
+    let second = b.reserve_space(&[("w.bin", share)], share).unwrap();
+    drop(second);
+
+    // A reservation nobody holds (its process died) is removed, not counted.
+    let stale = dir.path().join(RESERVATIONS_DIR).join("1-1.resv");
+    std::fs::write(
+        &stale,
+        format!(r#"{{"pid":1,"files":[{{"path":"/x","size":{share}}}]}}"#),
+    )
+    .unwrap();
+    let third = a.reserve_space(&[("w.bin", share)], share).unwrap();
+    assert!(!stale.exists(), "the stale reservation is still there");
+    drop(third);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join(RESERVATIONS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".resv"))
+        .collect();
+    assert!(left.is_empty(), "reservations left behind: {left:?}");
 }
 
 #[test]

@@ -211,9 +211,14 @@ impl HubClient {
             }
         }
         rev_dir.save_manifest(&manifest)?;
-        if !missing.is_empty() {
-            rev_dir.check_free_space(needed)?;
-        }
+        // Held until every download ends, so a pull started meanwhile counts these bytes.
+        let _reservation = if missing.is_empty() {
+            None
+        } else {
+            let planned: Vec<(&str, u64)> =
+                missing.iter().map(|f| (f.path.as_str(), f.size)).collect();
+            Some(rev_dir.reserve_space(&planned, needed)?)
+        };
 
         let manifest = Mutex::new(manifest);
         // Owned items: a closure over `&RemoteFile` makes the future's Send-ness higher-ranked,

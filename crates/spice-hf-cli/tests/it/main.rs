@@ -1,5 +1,6 @@
 //! End-to-end tests of the `spice-hf` binary against the fake Hub: pull output and exit codes,
-//! a process killed mid-file and resumed, two processes pulling at once, the cache commands and
+//! a process killed mid-file and resumed, two processes pulling at once (one model, and two
+//! models sharing a small disk), the cache commands and
 //! `mirror serve`, and `spice-hf serve` end to end (serve.rs).
 #![allow(clippy::print_stdout)] // Reason: tests print what they measured.
 
@@ -226,9 +227,10 @@ async fn two_processes_download_each_file_once() {
         Role::Cdn,
         "/blobs/",
         1..=10,
+        // ~2 s per file, so the second process is still starting while the first downloads.
         Fault::Trickle {
             chunk: 64 * 1024,
-            every: Duration::from_millis(5),
+            every: Duration::from_millis(30),
         },
     ));
     let cache = tempfile::tempdir().unwrap();
@@ -247,6 +249,18 @@ async fn two_processes_download_each_file_once() {
     .unwrap();
     assert!(a.status.success(), "{}", text(&a.stderr));
     assert!(b.status.success(), "{}", text(&b.stderr));
+    // They overlapped: exactly one of them found the revision locked and waited for it.
+    let waited = [&a, &b]
+        .iter()
+        .filter(|o| text(&o.stderr).contains("waiting for its lock"))
+        .count();
+    assert_eq!(
+        waited,
+        1,
+        "the pulls did not contend for the lock:\n{}\n{}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
     let log = hub.requests();
     let mut gets: BTreeMap<String, usize> = BTreeMap::new();
     for r in log
@@ -269,6 +283,95 @@ async fn two_processes_download_each_file_once() {
             .unwrap()
             .is_clean()
     );
+}
+
+/// Two pulls of different models into one cache on a 10 MiB filesystem (a tmpfs mounted in a
+/// private mount namespace with `unshare`), each needing 6 MiB: while the first is downloading
+/// (its body stalled after 1 MiB) the second is refused up front, naming the space the first
+/// holds, instead of both starting and one failing with a full disk. Once the first is
+/// killed, its reservation is stale and the second pull goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_share_the_free_space() {
+    const SIZE: usize = 6 << 20;
+    let weights = |seed: u8| -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "w.safetensors".to_string(),
+            (0..SIZE).map(|i| (i as u8) ^ seed).collect(),
+        );
+        files
+    };
+    let mirror = Mirror::new();
+    mirror.add_repo(repo_with("org/a", &weights(1)));
+    mirror.add_repo(repo_with("org/b", &weights(2)));
+    let hub = FakeHub::start(mirror).await.unwrap();
+    hub.inject(FaultRule::new(
+        Role::Cdn,
+        "/blobs/",
+        1..=1,
+        Fault::StallAt(1 << 20),
+    ));
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size=10m tmpfs "$CACHE" || exit 97
+        "$BIN" pull org/a >"$OUT/a.out" 2>"$OUT/a.err" &
+        A=$!
+        i=0
+        until [ -s "$CACHE/org--a/main/w.safetensors.part" ]; do
+            sleep 0.05; i=$((i + 1)); [ "$i" -lt 1200 ] || exit 98
+        done
+        "$BIN" pull org/b >"$OUT/b1.out" 2>"$OUT/b1.err"; echo "first b: $?"
+        kill -9 "$A"; wait "$A"
+        "$BIN" pull org/b >"$OUT/b2.out" 2>"$OUT/b2.err"; echo "second b: $?"
+    "#;
+    #[allow(clippy::disallowed_methods)] // Reason: the test drives the real binary.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", cache.path())
+        .env("HF_ENDPOINT", hub.url())
+        .env("SPICE_MODELS_DIR", cache.path())
+        .env("SPICE_HF_LOG", "info")
+        .env("BIN", BIN)
+        .env("CACHE", cache.path())
+        .env("OUT", out.path())
+        .stdin(Stdio::null());
+    let done = output(cmd).await;
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
+    let said = text(&done.stdout);
+    assert!(
+        done.status.success(),
+        "the script failed ({:?}; 97: no tmpfs in a user namespace here, 98: the first pull never started): {}{}",
+        done.status,
+        said,
+        text(&done.stderr)
+    );
+    assert!(
+        said.contains("first b: 1"),
+        "the second pull was not refused while the first held the space: {said}\n{}",
+        read("b1.err")
+    );
+    let refused = read("b1.err");
+    assert!(
+        refused.contains("not enough free space")
+            && refused.contains("reserved by another pull in progress"),
+        "{refused}"
+    );
+    assert!(
+        said.contains("second b: 0"),
+        "after the first pull died its reservation still held the space: {said}\n{}",
+        read("b2.err")
+    );
+    // Nothing of the second model was downloaded while it was refused.
+    let cdn_gets = hub
+        .requests()
+        .iter()
+        .filter(|r| r.role == Role::Cdn && r.method == "GET")
+        .count();
+    assert_eq!(cdn_gets, 2, "one CDN GET for a, one for b's second pull");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,12 +648,7 @@ async fn backends_explain_the_choice_and_a_forced_wgpu_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_smollm2_gguf_answers_paris() {
-    let Some(gguf) = fixtures::smollm2_gguf() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `cargo xtask fixtures` first"
-        );
-        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+    let Some(gguf) = fixtures::smollm2_gguf_or_skip() else {
         return;
     };
     // The golden answer on every backend this binary has (wgpu forced: Mesa's software Vulkan
@@ -618,12 +716,7 @@ async fn with_stdin(mut cmd: Command, input: &'static str) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_keeps_the_conversation() {
-    let Some(gguf) = fixtures::smollm2_gguf() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `cargo xtask fixtures` first"
-        );
-        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+    let Some(gguf) = fixtures::smollm2_gguf_or_skip() else {
         return;
     };
     let cache = tempfile::tempdir().unwrap();
