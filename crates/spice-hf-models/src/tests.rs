@@ -1,6 +1,5 @@
 //! Unit tests: dequantization against hand-computed tables and the reference reader, and
 //! hostile GGUF files.
-#![allow(clippy::print_stdout)] // Reason: a skipped fixture test says why.
 
 use std::path::Path;
 
@@ -358,12 +357,7 @@ fn gguf_hostile_headers_name_the_problem() {
 /// (`gguf.quants.dequantize`), whose values are pasted here.
 #[test]
 fn real_smollm2_gguf_matches_the_reference_reader() {
-    let Some(path) = spice_hf_testkit::fixtures::smollm2_gguf() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `cargo xtask fixtures` first"
-        );
-        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
+    let Some(path) = spice_hf_testkit::fixtures::smollm2_gguf_or_skip() else {
         return;
     };
     let f = GgufFile::open(&path).unwrap();

@@ -224,12 +224,15 @@ impl From<spice_hf_runtime::Error> for ApiError {
         use spice_hf_runtime::Error as E;
         let message = e.to_string();
         let mut out = match &e {
-            E::NotFound(_) => Self::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                message,
-            ),
+            E::NotFound(_) => Self {
+                param: Some("model".into()),
+                ..Self::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "model_not_found",
+                    message,
+                )
+            },
             E::Invalid { field, .. } => Self {
                 param: Some(field.clone()),
                 ..Self::new(
@@ -300,10 +303,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(after) = self.retry_after {
-            let secs = after.as_secs().max(1);
+            // `Retry-After` has whole seconds (rounded up, never 0); `retry-after-ms` (OpenAI's
+            // clients read it first) the exact wait.
+            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
             let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            headers.insert("retry-after-ms", HeaderValue::from(secs * 1000));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+            headers.insert("retry-after-ms", HeaderValue::from(ms));
         }
         response
     }

@@ -109,8 +109,18 @@ fn parse<T: DeserializeOwned>(bytes: &[u8], fields: &[&str]) -> Result<(T, Sampl
 fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body" } else { path.as_str() };
-        ApiError::invalid(field, e.inner().to_string())
+        let message = e.inner().to_string();
+        // A missing field is reported at its parent: name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_string(),
+            (".", None) => "body".to_string(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (parent, None) => parent.to_string(),
+        };
+        ApiError::invalid(&field, message)
     })
 }
 

@@ -299,6 +299,33 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
         .map(|_| p)
 }
 
+/// Set to `1` to let tests whose fixture or tool is missing skip instead of failing (never
+/// honoured under `CI`).
+pub const SKIP_MISSING_ENV: &str = "SPICE_HF_SKIP_MISSING";
+
+/// The one place a test decides what to do when something it needs is missing: it fails,
+/// naming the thing and the command that provides it, unless [`SKIP_MISSING_ENV`] is `1`
+/// outside CI, when it says loudly on stderr that it skipped and the caller returns.
+#[allow(clippy::print_stderr)] // Reason: a skipped test must say so where the test runner shows it.
+pub fn missing(what: &str, fix: &str) {
+    let skip = std::env::var_os(SKIP_MISSING_ENV).is_some_and(|v| v == "1")
+        && std::env::var_os("CI").is_none();
+    assert!(
+        skip,
+        "{what} is missing: {fix} (or set {SKIP_MISSING_ENV}=1 to skip the tests that need it; CI never skips)"
+    );
+    eprintln!("SKIPPED ({SKIP_MISSING_ENV}=1): {what} is missing: {fix}");
+}
+
+/// The SmolLM2 GGUF for a test that needs it; see [`missing`] for when it is not there.
+pub fn smollm2_gguf_or_skip() -> Option<PathBuf> {
+    let found = smollm2_gguf();
+    if found.is_none() {
+        missing("the SmolLM2 GGUF fixture", "run `cargo xtask fixtures`");
+    }
+    found
+}
+
 /// Writes F32 tensors (`name`, PyTorch shape, values) as a safetensors file.
 pub fn write_safetensors<'a>(
     path: &Path,

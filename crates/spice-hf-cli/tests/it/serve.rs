@@ -283,15 +283,7 @@ async fn serve_pulls_serves_and_accounts_for_every_request() {
 }
 
 fn smollm2() -> Option<std::path::PathBuf> {
-    let found = fixtures::smollm2_gguf();
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `cargo xtask fixtures` first"
-        );
-        println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
-    }
-    found
+    fixtures::smollm2_gguf_or_skip()
 }
 
 async fn smollm2_server(home: &Path, extra: &[&str]) -> Option<Served> {

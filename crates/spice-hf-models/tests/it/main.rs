@@ -1,7 +1,6 @@
 //! Tokenizer, chat template and sampling tests: the real SmolLM2 GGUF against the golden ids of
 //! reference/models.md (computed with Hugging Face `tokenizers` and numpy), and the tiny
 //! fixture's tokenizer.json.
-#![allow(clippy::print_stdout)] // Reason: a skipped fixture test says why.
 
 mod hostile;
 mod llama;
@@ -14,17 +13,7 @@ use spice_hf_models::tokenizer::Tokenizer;
 use spice_hf_testkit::fixtures;
 
 fn smollm2() -> Option<GgufFile> {
-    match fixtures::smollm2_gguf() {
-        Some(p) => Some(GgufFile::open(&p).unwrap()),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run `cargo xtask fixtures` first"
-            );
-            println!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
-            None
-        }
-    }
+    fixtures::smollm2_gguf_or_skip().map(|p| GgufFile::open(&p).unwrap())
 }
 
 pub(crate) const SYSTEM: &str =

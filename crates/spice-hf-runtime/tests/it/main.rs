@@ -1,6 +1,5 @@
 //! Runtime integration tests on the tiny random Llama the test kit writes (real safetensors,
 //! tokenizer and template on disk, the real CPU backend, real threads), and on the real SmolLM2 GGUF where a generation must outlast the test's actions.
-#![allow(clippy::print_stderr)] // Reason: a skipped fixture test says why.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -167,17 +166,9 @@ async fn dropping_a_stream_cancels_it_frees_the_permit_and_is_recorded() {
 }
 
 /// The real SmolLM2 (about 40 ms a token here), so that a long generation is surely still
-/// running when the test acts on it. CI always has the fixture; elsewhere the test says it
-/// skipped.
+/// running when the test acts on it. Missing, it fails the test (see `fixtures::missing`).
 fn smollm2(name: &str) -> Option<ModelSpec> {
-    let Some(path) = fixtures::smollm2_gguf() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `cargo xtask fixtures` first"
-        );
-        eprintln!("SKIPPED: run `cargo xtask fixtures` to fetch the SmolLM2 GGUF");
-        return None;
-    };
+    let path = fixtures::smollm2_gguf_or_skip()?;
     let mut spec = ModelSpec::new(name, Source::Path(path));
     spec.context_length = 512;
     spec.backend = Some(spice_hf_backend::BackendKind::Cpu);
