@@ -26,9 +26,14 @@ static DRIVER: OnceLock<Result<String, String>> = OnceLock::new();
 
 /// Whether the platform's CUDA driver is usable: loaded, initialised, with at least one device.
 /// `Ok` describes it ("1 CUDA device, driver 12.4"); `Err` says why not. Cached.
+/// The check is time-boxed like a probe: a driver whose `cuInit` never returns costs one
+/// skipped backend, in every build, not a hung process.
 pub(crate) fn driver_status() -> Result<String, String> {
     DRIVER
-        .get_or_init(|| driver_library().and_then(|lib| check_driver(lib, true)))
+        .get_or_init(|| {
+            let lib = driver_library()?;
+            crate::time_boxed("checking the CUDA driver", move || check_driver(lib, true))?
+        })
         .clone()
 }
 

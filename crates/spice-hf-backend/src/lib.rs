@@ -37,12 +37,13 @@
 //! wgpu lists software rasterizers (Mesa's lavapipe, Windows' WARP) as adapters. They run
 //! correctly but hundreds of times slower than the `cpu` backend, so automatic selection asks
 //! for a discrete, integrated or virtual GPU; a software adapter is used only when wgpu is
-//! forced. Driver start-up runs on a helper thread, time-boxed to [`PROBE_TIMEOUT`], with any
-//! panic caught.
+//! forced. Driver start-up (the CUDA driver check included) runs on a helper thread,
+//! time-boxed to [`PROBE_TIMEOUT`] (or [`PROBE_TIMEOUT_ENV`]), with any panic caught.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cuda;
+mod exit;
 #[cfg(feature = "wgpu")]
 mod gpu;
 #[cfg(test)]
@@ -52,10 +53,34 @@ use std::fmt;
 use std::time::Duration;
 
 pub use burn::tensor::Device;
+pub use exit::{exit_now_if_a_driver_is_stuck, stuck_probes};
 
 /// How long one backend may take to start (driver load, adapter listing, first kernel) before
-/// the probe gives up on it and moves on.
+/// the probe gives up on it and moves on, unless [`PROBE_TIMEOUT_ENV`] says otherwise.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Seconds (a decimal number, above 0 and at most 3600) that replace [`PROBE_TIMEOUT`]: shorter
+/// on hosts whose broken driver should not delay every start, longer where a GPU is slow to
+/// wake. An invalid value is reported and the default used.
+pub const PROBE_TIMEOUT_ENV: &str = "SPICE_HF_PROBE_TIMEOUT";
+
+/// The probe time box in force ([`PROBE_TIMEOUT_ENV`] or [`PROBE_TIMEOUT`]).
+pub fn probe_timeout() -> Duration {
+    let Some(raw) = std::env::var_os(PROBE_TIMEOUT_ENV) else {
+        return PROBE_TIMEOUT;
+    };
+    match raw
+        .to_str()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0 && *s <= 3600.0)
+    {
+        Some(secs) => Duration::from_secs_f64(secs),
+        None => {
+            tracing::warn!(value = ?raw, default_s = PROBE_TIMEOUT.as_secs(), "{PROBE_TIMEOUT_ENV} is not a number of seconds in (0, 3600]; using the default");
+            PROBE_TIMEOUT
+        }
+    }
+}
 
 /// Errors of backend selection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -338,6 +363,12 @@ fn not_compiled_reason(kind: BackendKind) -> String {
         (BackendKind::Cuda, Ok(found)) => format!(
             "not compiled in, although this host has {found}: rebuild with `--features cuda`"
         ),
+        // A driver that hangs or crashes its check is worth telling even to a CPU-only build.
+        (BackendKind::Cuda, Err(reason))
+            if reason.starts_with("timed out") || reason.starts_with("panicked") =>
+        {
+            format!("not compiled in; the host's CUDA driver is broken: {reason}")
+        }
         _ => "not compiled in".to_string(),
     }
 }
@@ -389,12 +420,12 @@ fn self_test(device: &Device) -> Result<(), String> {
 }
 
 /// Runs `f` on a helper thread: a panic becomes an error naming `what`, and so does taking
-/// longer than [`PROBE_TIMEOUT`] (the thread is then left to finish on its own).
+/// longer than [`probe_timeout`] (the thread is then left to finish on its own).
 fn time_boxed<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    time_boxed_for(what, PROBE_TIMEOUT, f)
+    time_boxed_for(what, probe_timeout(), f)
 }
 
 fn time_boxed_for<T: Send + 'static>(
@@ -403,10 +434,14 @@ fn time_boxed_for<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let probe = exit::Probe::new();
+    let worker = probe.clone();
     let spawned = std::thread::Builder::new()
         .name("spice-hf-probe".into())
         .spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            worker.finished();
+            let _ = tx.send(result);
         });
     if let Err(e) = spawned {
         return Err(format!("{what}: could not start a probe thread: {e}"));
@@ -414,10 +449,13 @@ fn time_boxed_for<T: Send + 'static>(
     match rx.recv_timeout(timeout) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(panic)) => Err(format!("panicked while {what}: {}", panic_message(&panic))),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "timed out after {} s {what} (a hung driver?)",
-            timeout.as_secs_f32()
-        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            probe.abandoned();
+            Err(format!(
+                "timed out after {} s {what} (a hung driver?)",
+                timeout.as_secs_f32()
+            ))
+        }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             Err(format!("{what}: the probe thread ended without an answer"))
         }

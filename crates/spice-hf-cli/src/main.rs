@@ -277,13 +277,16 @@ fn main() -> ExitCode {
         Some(p) => runtime.block_on(serve::run(p, history, otel)),
         None => runtime.block_on(run(cli)),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A driver that hung its probe can also hang the exit handlers (the Vulkan loader's).
+    spice_hf_backend::exit_now_if_a_driver_is_stuck(if code == ExitCode::SUCCESS { 0 } else { 1 });
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -511,6 +511,88 @@ async fn run_pulls_a_hub_model_and_prints_json() {
     );
 }
 
+/// Builds `lib{name}` from C `code` with the system compiler.
+fn build_c_library(dir: &Path, name: &str, code: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    let lib = dir.join(format!("lib{name}"));
+    std::fs::write(&src, code).unwrap();
+    #[allow(clippy::disallowed_methods)] // Reason: the test builds its fake drivers with `cc`.
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .expect("the C compiler `cc` builds the fake drivers");
+    assert!(status.success());
+    lib
+}
+
+/// Drivers that never answer: a `libcuda.so.1` whose `cuInit` blocks for ever (found through
+/// `LD_LIBRARY_PATH`, as the real one is) and, in a wgpu build, a Vulkan driver (an ICD named by
+/// `VK_ICD_FILENAMES`) that blocks in its first call from the loader. `spice-hf backends` still
+/// answers, after the probe time box (`SPICE_HF_PROBE_TIMEOUT=1`, not the 60 s default), with
+/// each hung backend skipped and the reason, and the CPU chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_drivers_are_skipped_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    build_c_library(
+        dir.path(),
+        "cuda.so.1",
+        "#include <unistd.h>\n\
+         int cuInit(unsigned int f) { (void)f; for (;;) pause(); }\n\
+         int cuDeviceGetCount(int *n) { *n = 1; return 0; }\n\
+         int cuDriverGetVersion(int *v) { *v = 12040; return 0; }\n",
+    );
+    let icd = build_c_library(
+        dir.path(),
+        "hung_vulkan.so",
+        "#include <unistd.h>\n\
+         int vk_icdNegotiateLoaderICDInterfaceVersion(unsigned int *v) { (void)v; for (;;) pause(); }\n\
+         void *vk_icdGetInstanceProcAddr(void *i, const char *n) { (void)i; (void)n; for (;;) pause(); }\n",
+    );
+    let manifest = dir.path().join("hung_icd.json");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({"file_format_version": "1.0.0", "ICD": {"library_path": icd, "api_version": "1.3.0"}}).to_string(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = spice("http://127.0.0.1:9", cache.path());
+    c.arg("backends")
+        .env("LD_LIBRARY_PATH", dir.path())
+        .env("VK_ICD_FILENAMES", &manifest)
+        .env("VK_DRIVER_FILES", &manifest)
+        .env("SPICE_HF_PROBE_TIMEOUT", "1");
+    let out = output(c).await;
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{listing}{}", text(&out.stderr));
+    let cuda_row = listing
+        .lines()
+        .find(|l| l.starts_with("cuda "))
+        .unwrap_or_else(|| panic!("no cuda row: {listing}"));
+    assert!(
+        cuda_row.contains("timed out after 1 s checking the CUDA driver (a hung driver?)"),
+        "{listing}"
+    );
+    if cfg!(feature = "wgpu") {
+        assert!(
+            listing.contains(
+                "wgpu    yes       unavailable: timed out after 1 s listing the wgpu adapters (a hung driver?)"
+            ),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("  skipped wgpu: timed out after 1 s listing the wgpu adapters"),
+            "{listing}"
+        );
+    }
+    assert!(
+        listing.contains("would use: cpu on flex (best available)"),
+        "{listing}"
+    );
+    assert!(listing.contains("  skipped cuda: "), "{listing}");
+}
+
 /// `spice-hf backends` explains itself, and `--backend wgpu` runs the model on wgpu (Mesa's
 /// software Vulkan in CI) with the same greedy answer as the CPU.
 #[cfg(feature = "wgpu")]
