@@ -195,8 +195,14 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
     )
     .env("DOCS_RS", "1")
     .run()?;
-    step("clippy, default features (the binary as `cargo install` builds it)");
-    cmd!(sh, "cargo clippy -p spice-hf-cli --locked -- -D warnings").run()?;
+    step("clippy, default features (every crate as a dependent or `cargo install` builds it)");
+    // The whole workspace, so dependencies unify their features as in the run above and only
+    // Burn's CPU-only graph is checked again (`-p spice-hf-cli` alone re-checked tokio & co).
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()?;
     step("tests (nextest)");
     cmd!(
         sh,

@@ -1,7 +1,8 @@
 //! End-to-end tests of `spice-hf serve`: the real binary on a free port, pulling from the fake
 //! Hub or loading the real SmolLM2 GGUF, driven over HTTP: readiness before and after the load,
 //! chat (JSON and SSE) with usage equal to the tokenizer's counts, metrics that add up, task
-//! history rows, queue overflow, cancellation by disconnect, SIGTERM, and the config file.
+//! history rows, queue overflow, cancellation by disconnect, SIGTERM (idle and mid-stream), and
+//! the config file.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -417,6 +418,90 @@ async fn overflow_gets_503_with_retry_after_and_a_disconnect_cancels() {
         ),
         1.0,
         "{m}"
+    );
+}
+
+/// SIGTERM sent to the binary while a stream is running: after the grace period
+/// (`--shutdown-grace 1`) the stream ends with an OpenAI error object (`shutting_down`) and no
+/// `[DONE]`, the process exits 0, and the task history on disk has the request's row, marked
+/// as cancelled, with what it produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_ends_the_stream_with_an_error_and_keeps_the_row() {
+    let home = tempfile::tempdir().unwrap();
+    let Some(served) = smollm2_server(home.path(), &["--shutdown-grace", "1"]).await else {
+        return;
+    };
+    let mut resp = served
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smol", "stream": true, "max_tokens": 400,
+                    "messages": [{"role": "user", "content": "Count from one to a thousand, in words."}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = String::new();
+    while body.matches("data:").count() < 3 {
+        body.push_str(&String::from_utf8_lossy(
+            &resp.chunk().await.unwrap().expect("the stream ended early"),
+        ));
+    }
+    served.terminate();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{body}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{last}"
+    );
+    assert!(!body.contains("[DONE]"), "{body}");
+    let streamed: usize = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter(|v| v["choices"][0]["delta"]["content"].is_string())
+        .count();
+    assert!(streamed >= 2, "{body}");
+
+    let mut served = served;
+    let status = tokio::task::spawn_blocking(move || served.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+
+    let out = super::output({
+        let mut c = spice("http://127.0.0.1:9", home.path());
+        c.args([
+            "tasks",
+            "--task",
+            "ai_completion",
+            "--json",
+            "--task-history",
+        ])
+        .arg(home.path().join("history.db"));
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", super::text(&out.stderr));
+    let rows: Vec<Value> = super::text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["labels"]["stream"], true, "{row}");
+    assert_eq!(row["labels"]["finish_reason"], "cancelled", "{row}");
+    let tokens = row["labels"]["completion_tokens"].as_u64().unwrap();
+    assert!(tokens >= 2 && tokens < 400, "{row}");
+    assert!(
+        row["input"].as_str().unwrap().contains("Count from one"),
+        "{row}"
     );
 }
 
