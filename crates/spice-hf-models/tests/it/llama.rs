@@ -16,7 +16,7 @@ use spice_hf_testkit::gguf::write_tiny_llama_gguf;
 
 use super::reference;
 
-fn cpu() -> burn::tensor::Device {
+pub(crate) fn cpu() -> burn::tensor::Device {
     spice_hf_backend::BackendKind::Cpu.device().unwrap()
 }
 
@@ -39,7 +39,7 @@ fn compiled_devices() -> Vec<(spice_hf_backend::BackendKind, burn::tensor::Devic
 /// up to 3e-4 on the tiny models).
 const F16_KV_TOLERANCE: f64 = 2e-3;
 
-fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
+pub(crate) fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
     let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-12);
     got.iter()
         .zip(want)

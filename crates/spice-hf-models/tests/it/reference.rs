@@ -21,20 +21,64 @@ fn rms_norm(x: &[f64], g: &[f32], eps: f64) -> Vec<f64> {
     x.iter().zip(g).map(|(v, g)| v * inv * *g as f64).collect()
 }
 
-fn rope(v: &mut [f64], pos: usize, theta: f64) {
-    let hd = v.len();
-    let half = hd / 2;
+fn rope(v: &mut [f64], pos: usize, inv_freq: &[f64]) {
+    let half = v.len() / 2;
     let orig = v.to_vec();
-    for i in 0..half {
-        let freq = 1.0 / theta.powf(2.0 * i as f64 / hd as f64);
+    for (i, freq) in inv_freq.iter().enumerate().take(half) {
         let (s, c) = (pos as f64 * freq).sin_cos();
         v[i] = orig[i] * c - orig[i + half] * s;
         v[i + half] = orig[i + half] * c + orig[i] * s;
     }
 }
 
-/// Logits of every position of `ids`, `[len][vocab]`.
+/// RoPE inverse frequencies `theta^(-2i/d)`, rescaled by a Llama 3 `rope_scaling` object as
+/// given in `config.json` (read here from the JSON, not from the crate's parsed config). The
+/// formula is Hugging Face's `_compute_llama3_parameters` (transformers,
+/// `modeling_rope_utils.py`): wavelengths above `original_max_position_embeddings /
+/// low_freq_factor` are divided by `factor`, those below `... / high_freq_factor` kept, and
+/// those between interpolated with `smooth = (old_context / wavelen - low) / (high - low)`.
+pub(crate) fn inv_freq(
+    theta: f64,
+    head_dim: usize,
+    scaling: Option<&serde_json::Value>,
+) -> Vec<f64> {
+    let base: Vec<f64> = (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+        .collect();
+    let Some(s) = scaling else {
+        return base;
+    };
+    assert_eq!(s["rope_type"], "llama3");
+    let factor = s["factor"].as_f64().unwrap();
+    let low = s["low_freq_factor"].as_f64().unwrap();
+    let high = s["high_freq_factor"].as_f64().unwrap();
+    let old_context = s["original_max_position_embeddings"].as_f64().unwrap();
+    let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+    base.iter()
+        .map(|&f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            let llama = if wavelen > low_wavelen { f / factor } else { f };
+            let smooth = (old_context / wavelen - low) / (high - low);
+            let smoothed = (1.0 - smooth) * llama / factor + smooth * llama;
+            let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            if medium { smoothed } else { llama }
+        })
+        .collect()
+}
+
+/// Logits of every position of `ids`, `[len][vocab]`, with unscaled RoPE.
 pub(crate) fn forward(cfg: &LlamaConfig, weights: &Weights, ids: &[u32]) -> Vec<Vec<f64>> {
+    let freqs = inv_freq(cfg.rope_theta, cfg.head_dim(), None);
+    forward_with(cfg, weights, ids, &freqs)
+}
+
+/// [`forward`] with the RoPE inverse frequencies given.
+pub(crate) fn forward_with(
+    cfg: &LlamaConfig,
+    weights: &Weights,
+    ids: &[u32],
+    inv_freq: &[f64],
+) -> Vec<Vec<f64>> {
     let (h, hd, nh, kvh) = (cfg.hidden, cfg.head_dim(), cfg.heads, cfg.kv_heads);
     let emb = w(weights, "model.embed_tokens.weight");
     let mut xs: Vec<Vec<f64>> = ids
@@ -60,10 +104,10 @@ pub(crate) fn forward(cfg: &LlamaConfig, weights: &Weights, ids: &[u32]) -> Vec<
             let mut q = matvec(get("self_attn.q_proj.weight"), x, nh * hd);
             let mut k = matvec(get("self_attn.k_proj.weight"), x, kvh * hd);
             for head in q.chunks_mut(hd) {
-                rope(head, pos, cfg.rope_theta);
+                rope(head, pos, inv_freq);
             }
             for head in k.chunks_mut(hd) {
-                rope(head, pos, cfg.rope_theta);
+                rope(head, pos, inv_freq);
             }
             qs.push(q);
             ks.push(k);

@@ -1,0 +1,212 @@
+//! What the fixtures did not cover: safetensors stored as F16 and BF16, Llama 3 `rope_scaling`,
+//! and GGUF version 2, each on the packed CPU engine and Burn's graph against the independent
+//! f64 reference.
+
+use half::{bf16, f16};
+use safetensors::tensor::{Dtype, TensorView};
+use spice_hf_models::gguf::GgufFile;
+use spice_hf_models::llama::{Compute, KvDtype, Llama};
+use spice_hf_models::tensors::TensorSet;
+use spice_hf_models::weights::{LlamaConfig, load_safetensors_dir};
+use spice_hf_testkit::fixtures::{self, TinyShape};
+
+use super::llama::{cpu, max_rel_err};
+use super::reference;
+
+/// 40 positions, so that slow rotary frequencies turn far enough to matter.
+fn ids() -> Vec<u32> {
+    (0..40u32).map(|i| 3 + (i * 37) % 250).collect()
+}
+
+/// Loads `tensors` on the packed engine (f32 KV cache) and Burn's CPU graph and checks every
+/// position's logits against `want`.
+fn check_engines(what: &str, cfg: &LlamaConfig, tensors: &TensorSet, want: &[Vec<f64>]) {
+    let ids = ids();
+    let engines = [
+        (
+            "packed",
+            Compute::Cpu {
+                threads: 2,
+                kv: KvDtype::F32,
+            },
+        ),
+        ("burn", Compute::Burn(cpu())),
+    ];
+    for (name, compute) in engines {
+        let model = Llama::load(cfg.clone(), tensors, 64, &compute).unwrap();
+        let mut cache = model.new_cache();
+        let got = model.forward_all(&ids, &mut cache).unwrap();
+        for (i, row) in want.iter().enumerate() {
+            let err = max_rel_err(&got[i * cfg.vocab..(i + 1) * cfg.vocab], row);
+            assert!(
+                err < 1e-4,
+                "{what}, {name}: position {i}: relative error {err:e}"
+            );
+        }
+    }
+}
+
+/// The tiny Llama stored as F16 and as BF16 safetensors runs as the values those formats round
+/// to. The reference gets the rounded values from `half` (not from the crate's loader), written
+/// as an F32 file.
+#[test]
+fn safetensors_f16_and_bf16_run_as_the_values_they_round_to() {
+    let tensors = fixtures::tiny_tensors(9, TinyShape::TINY);
+    for dtype in [Dtype::F16, Dtype::BF16] {
+        let (round, encode): (fn(f32) -> f32, fn(f32) -> [u8; 2]) = match dtype {
+            Dtype::F16 => (
+                |x| f16::from_f32(x).to_f32(),
+                |x| f16::from_f32(x).to_le_bytes(),
+            ),
+            _ => (
+                |x| bf16::from_f32(x).to_f32(),
+                |x| bf16::from_f32(x).to_le_bytes(),
+            ),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        fixtures::write_tiny_llama(dir.path(), 9).unwrap();
+        let half_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    s.clone(),
+                    d.iter().flat_map(|&x| encode(x)).collect(),
+                )
+            })
+            .collect();
+        let views = half_bytes
+            .iter()
+            .map(|(n, s, d)| (n.clone(), TensorView::new(dtype, s.clone(), d).unwrap()))
+            .collect::<Vec<_>>();
+        std::fs::write(
+            dir.path().join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        // The file really holds 2-byte values of that type.
+        let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        let parsed = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert!(parsed.tensors().iter().all(|(_, t)| t.dtype() == dtype));
+
+        let rounded = tempfile::tempdir().unwrap();
+        let values: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+            .iter()
+            .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().map(|&x| round(x)).collect()))
+            .collect();
+        fixtures::write_safetensors(
+            &rounded.path().join("model.safetensors"),
+            values
+                .iter()
+                .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())),
+        )
+        .unwrap();
+        let cfg = LlamaConfig::from_hf_config(&dir.path().join("config.json")).unwrap();
+        let want = reference::forward(&cfg, &load_safetensors_dir(rounded.path()).unwrap(), &ids());
+        // The loader's own f32 view of the 2-byte file agrees with `half`, value for value.
+        let loaded = load_safetensors_dir(dir.path()).unwrap();
+        for (n, _, d) in &values {
+            assert_eq!(&loaded[n.as_str()].data, d, "{dtype:?} {n}");
+        }
+        check_engines(
+            &format!("{dtype:?}"),
+            &cfg,
+            &TensorSet::from_safetensors_dir(dir.path()).unwrap(),
+            &want,
+        );
+    }
+}
+
+/// A `rope_scaling` of type `llama3` in `config.json`, with the original context set so the
+/// tiny model's 8 rotary frequencies fall in all three bands of the formula (kept, divided,
+/// interpolated): both engines match the reference, which implements the formula itself, and
+/// the scaling changes the logits (the test would notice an engine that ignored it).
+#[test]
+fn llama3_rope_scaling_matches_the_published_formula() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_tiny_llama(dir.path(), 5).unwrap();
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["rope_scaling"] = serde_json::json!({
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 256
+    });
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let cfg = LlamaConfig::from_hf_config(&path).unwrap();
+    let weights = load_safetensors_dir(dir.path()).unwrap();
+
+    let plain = reference::inv_freq(cfg.rope_theta, cfg.head_dim(), None);
+    let scaled = reference::inv_freq(
+        cfg.rope_theta,
+        cfg.head_dim(),
+        Some(&config["rope_scaling"]),
+    );
+    let (mut kept, mut divided, mut between) = (0, 0, 0);
+    for (p, s) in plain.iter().zip(&scaled) {
+        if (p - s).abs() < 1e-15 {
+            kept += 1;
+        } else if (p / 8.0 - s).abs() < 1e-15 {
+            divided += 1;
+        } else {
+            assert!(s < p && *s > p / 8.0);
+            between += 1;
+        }
+    }
+    assert!(
+        kept > 0 && divided > 0 && between > 0,
+        "{plain:?} -> {scaled:?}"
+    );
+
+    let ids = ids();
+    let want = reference::forward_with(&cfg, &weights, &ids, &scaled);
+    let unscaled = reference::forward(&cfg, &weights, &ids);
+    let moved = want
+        .iter()
+        .zip(&unscaled)
+        .map(|(a, b)| {
+            let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+            max_rel_err(&a32, b)
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "the scaling barely changes the logits ({moved:e})"
+    );
+    check_engines(
+        "llama3 rope_scaling",
+        &cfg,
+        &TensorSet::from_safetensors_dir(dir.path()).unwrap(),
+        &want,
+    );
+}
+
+/// GGUF version 2 (what llama.cpp wrote before big-endian files got version 3; the layout is
+/// the same): the version is reported and the model gives exactly the v3 file's logits.
+/// Version 1 (32-bit counts) is refused by name.
+#[test]
+fn gguf_version_2_loads_like_version_3_and_version_1_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = spice_hf_testkit::gguf::tiny_llama_gguf(
+        4,
+        TinyShape::TINY,
+        spice_hf_kernels::format::Format::Q8_0,
+    );
+    assert_eq!(&v3[..8], b"GGUF\x03\0\0\0");
+    let logits = |version: u32| {
+        let mut bytes = v3.clone();
+        bytes[4..8].copy_from_slice(&version.to_le_bytes());
+        let path = dir.path().join(format!("v{version}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        let gguf = GgufFile::open(&path)?;
+        assert_eq!(gguf.version, version);
+        let cfg = LlamaConfig::from_gguf(&gguf).unwrap();
+        let tensors = TensorSet::from_gguf(&gguf).unwrap();
+        let model = Llama::load(cfg, &tensors, 64, &Compute::cpu(1)).unwrap();
+        let mut cache = model.new_cache();
+        Ok::<_, spice_hf_models::Error>(model.forward_all(&ids(), &mut cache).unwrap())
+    };
+    assert_eq!(logits(2).unwrap(), logits(3).unwrap());
+    let err = logits(1).unwrap_err().to_string();
+    assert!(err.contains("GGUF version 1 is not supported"), "{err}");
+}
