@@ -60,6 +60,43 @@ pub struct LlamaConfig {
     pub tie_embeddings: bool,
     /// Llama 3 frequency scaling.
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors of the rotary frequencies, one per pair of head dimensions: how
+    /// llama.cpp stores Llama 3 scaling in a GGUF (the `rope_freqs.weight` tensor) instead of
+    /// the `rope_scaling` object.
+    pub rope_freq_factors: Option<Vec<f64>>,
+}
+
+/// Most `rope_freqs.weight` values read (a head dimension of 128 Ki, far beyond any model).
+const MAX_ROPE_FREQS: u64 = 1 << 16;
+
+/// Reads and checks the `rope_freqs.weight` tensor of a GGUF.
+fn read_rope_freqs(g: &GgufFile, t: &crate::gguf::TensorInfo) -> Result<Vec<f64>> {
+    if t.ggml_type != crate::gguf::GgmlType::F32 {
+        return Err(Error::Unsupported(format!(
+            "rope_freqs.weight stored as {} (F32 expected)",
+            t.ggml_type
+        )));
+    }
+    let n = t.elements();
+    if n == 0 || n > MAX_ROPE_FREQS || t.dims.len() != 1 {
+        return Err(Error::Config(format!(
+            "rope_freqs.weight has shape {:?}; one value per rotary frequency expected",
+            t.dims
+        )));
+    }
+    let raw = g.read_raw(t)?;
+    raw.chunks_exact(4)
+        .map(|b| {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if v.is_finite() && v > 0.0 {
+                Ok(f64::from(v))
+            } else {
+                Err(Error::Config(format!(
+                    "rope_freqs.weight holds {v}; the frequency divisors must be positive"
+                )))
+            }
+        })
+        .collect()
 }
 
 impl LlamaConfig {
@@ -110,6 +147,10 @@ impl LlamaConfig {
             max_positions: g.u64(&k("context_length"))? as usize,
             tie_embeddings: g.tensor("output.weight").is_none(),
             rope_scaling: None,
+            rope_freq_factors: g
+                .tensor("rope_freqs.weight")
+                .map(|t| read_rope_freqs(g, t))
+                .transpose()?,
         })
     }
 
@@ -167,6 +208,7 @@ impl LlamaConfig {
                 .unwrap_or(2048),
             tie_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
             rope_scaling,
+            rope_freq_factors: None,
         })
     }
 
@@ -179,11 +221,20 @@ impl LlamaConfig {
             && self.head_dim().is_multiple_of(2)
             && self.layers > 0
             && self.vocab > 0;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Config(format!("incoherent model shape {self:?}")))
+        if !ok {
+            return Err(Error::Config(format!("incoherent model shape {self:?}")));
         }
+        if let Some(f) = &self.rope_freq_factors
+            && f.len() != self.head_dim() / 2
+        {
+            return Err(Error::Config(format!(
+                "rope_freqs.weight has {} values; a head of {} dimensions needs {}",
+                f.len(),
+                self.head_dim(),
+                self.head_dim() / 2
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -208,8 +208,18 @@ pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec
 /// The tiny Llama as a GGUF: 2-D weights in `format`, norms in F32 (as llama.cpp writes
 /// them), with its tokenizer and chat template.
 pub fn tiny_llama_gguf(seed: u64, shape: TinyShape, format: Format) -> Vec<u8> {
+    tiny_llama_gguf_with(seed, shape, format, Vec::new())
+}
+
+/// [`tiny_llama_gguf`] with `extra` tensors appended to its table (`rope_freqs.weight`, ...).
+pub fn tiny_llama_gguf_with(
+    seed: u64,
+    shape: TinyShape,
+    format: Format,
+    extra: Vec<GgufTensor>,
+) -> Vec<u8> {
     let hd = shape.hidden / shape.heads;
-    let tensors: Vec<GgufTensor> = tiny_tensors(seed, shape)
+    let mut tensors: Vec<GgufTensor> = tiny_tensors(seed, shape)
         .into_iter()
         .map(|(name, dims, mut data)| {
             let matrix = dims.len() == 2;
@@ -261,6 +271,7 @@ pub fn tiny_llama_gguf(seed: u64, shape: TinyShape, format: Format) -> Vec<u8> {
         ("tokenizer.ggml.add_bos_token", Meta::Bool(false)),
         ("tokenizer.chat_template", Meta::Str(CHATML_TEMPLATE.into())),
     ];
+    tensors.extend(extra);
     gguf_bytes(&meta, &tensors)
 }
 

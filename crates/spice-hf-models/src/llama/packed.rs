@@ -50,6 +50,13 @@ pub(crate) fn inv_freqs(cfg: &LlamaConfig) -> Vec<f64> {
             };
         }
     }
+    if let Some(factors) = &cfg.rope_freq_factors {
+        // llama.cpp's `freq_factors`: each angle is divided by its factor (validated: one
+        // positive factor per frequency).
+        for (f, d) in inv.iter_mut().zip(factors) {
+            *f /= d;
+        }
+    }
     inv
 }
 

@@ -210,3 +210,82 @@ fn gguf_version_2_loads_like_version_3_and_version_1_is_refused() {
     let err = logits(1).unwrap_err().to_string();
     assert!(err.contains("GGUF version 1 is not supported"), "{err}");
 }
+
+/// Llama 3.1 and later GGUFs carry their RoPE scaling as a `rope_freqs.weight` tensor (one
+/// divisor per rotary frequency) rather than metadata. Both engines divide the frequencies by
+/// it, as the reference does; a tensor of the wrong length or with a zero is refused by name.
+#[test]
+fn gguf_rope_freqs_divide_the_rotary_frequencies() {
+    use spice_hf_kernels::format::Format;
+    use spice_hf_testkit::gguf::{GgufTensor, tiny_llama_gguf_with};
+    let dir = tempfile::tempdir().unwrap();
+    let shape = TinyShape::TINY;
+    let half_dim = shape.hidden / shape.heads / 2;
+    let write = |name: &str, factors: &[f32]| {
+        let path = dir.path().join(name);
+        let rope_freqs = GgufTensor {
+            name: "rope_freqs.weight".into(),
+            shape: vec![factors.len()],
+            format: Format::F32,
+            data: factors.iter().flat_map(|f| f.to_le_bytes()).collect(),
+        };
+        std::fs::write(
+            &path,
+            tiny_llama_gguf_with(6, shape, Format::F32, vec![rope_freqs]),
+        )
+        .unwrap();
+        GgufFile::open(&path).unwrap()
+    };
+    // Llama 3.1's pattern in small: fast frequencies kept, slow ones divided by 8.
+    let factors: Vec<f32> = (0..half_dim)
+        .map(|i| [1.0, 1.0, 1.0, 2.5, 8.0, 8.0, 8.0, 8.0][i])
+        .collect();
+    let gguf = write("scaled.gguf", &factors);
+    let cfg = LlamaConfig::from_gguf(&gguf).unwrap();
+    assert_eq!(
+        cfg.rope_freq_factors.as_deref(),
+        Some(
+            factors
+                .iter()
+                .map(|&f| f64::from(f))
+                .collect::<Vec<_>>()
+                .as_slice()
+        )
+    );
+    let weights = spice_hf_models::weights::load_gguf(&gguf, &cfg).unwrap();
+    let freqs: Vec<f64> = reference::inv_freq(cfg.rope_theta, cfg.head_dim(), None)
+        .iter()
+        .zip(&factors)
+        .map(|(f, d)| f / f64::from(*d))
+        .collect();
+    let want = reference::forward_with(&cfg, &weights, &ids(), &freqs);
+    let unscaled = reference::forward(&cfg, &weights, &ids());
+    let moved = want
+        .iter()
+        .zip(&unscaled)
+        .map(|(a, b)| max_rel_err(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), b))
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "the factors barely change the logits ({moved:e})"
+    );
+    check_engines(
+        "rope_freqs",
+        &cfg,
+        &TensorSet::from_gguf(&gguf).unwrap(),
+        &want,
+    );
+
+    let short = write("short.gguf", &factors[..3]);
+    let err = LlamaConfig::from_gguf(&short)
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rope_freqs.weight has 3 values"), "{err}");
+    let mut zero = factors.clone();
+    zero[2] = 0.0;
+    let err = LlamaConfig::from_gguf(&write("zero.gguf", &zero))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rope_freqs.weight holds 0"), "{err}");
+}
