@@ -289,3 +289,77 @@ fn gguf_rope_freqs_divide_the_rotary_frequencies() {
         .to_string();
     assert!(err.contains("rope_freqs.weight holds 0"), "{err}");
 }
+
+/// The estimate, component by component, against numbers worked out by hand for the tiny
+/// Llama (hidden 64, MLP 128, 2 layers, 4 heads, 2 KV heads, vocabulary 259, untied head):
+/// 107,200 parameters (16,576 embedding + 2 x 36,992 per layer + 64 norm + 16,576 head).
+#[test]
+fn the_footprint_matches_a_hand_computed_table() {
+    use spice_hf_kernels::format::Format;
+    use spice_hf_models::footprint::{Usage, WeightStorage};
+    use spice_hf_models::loaded::ModelFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    fixtures::write_tiny_llama(&st, 1).unwrap();
+    let q8 = dir.path().join("tiny-q8.gguf");
+    spice_hf_testkit::gguf::write_tiny_llama_gguf(&q8, 1, TinyShape::TINY, Format::Q8_0).unwrap();
+    let usage = |context, sequences, storage| Usage {
+        context,
+        sequences,
+        headroom: 0.25,
+        storage,
+    };
+    // (files, usage, parameters, file bytes, weights in memory, KV cache, headroom)
+    let table = [
+        // F32 file, packed: weights as stored; KV 2 (K, V) x 2 layers x 32 x 64 x 3 x 2 bytes.
+        (
+            &st,
+            usage(64, 3, WeightStorage::Packed),
+            107_200,
+            428_800,
+            428_800,
+            49_152,
+            119_488,
+        ),
+        // Decoded to f32: 4 bytes a parameter, f32 KV (twice the bytes).
+        (
+            &st,
+            usage(64, 3, WeightStorage::F32),
+            107_200,
+            428_800,
+            428_800,
+            98_304,
+            131_776,
+        ),
+        // Q8_0: 106,880 matrix values in 3,340 blocks of 34 bytes, plus 320 f32 norm values.
+        (
+            &q8,
+            usage(256, 1, WeightStorage::Packed),
+            107_200,
+            114_840,
+            114_840,
+            65_536,
+            45_094,
+        ),
+        // The same decoded to f32 for a GPU: the file's size no longer matters.
+        (
+            &q8,
+            usage(256, 1, WeightStorage::F32),
+            107_200,
+            114_840,
+            428_800,
+            131_072,
+            139_968,
+        ),
+    ];
+    for (path, usage, params, file, weights, kv, headroom) in table {
+        let f = ModelFiles::open(path).unwrap().footprint(&usage).unwrap();
+        let what = format!("{} {usage:?}", path.display());
+        assert_eq!(f.parameters, params, "{what}");
+        assert_eq!(f.file_bytes, file, "{what}");
+        assert_eq!(f.weights_bytes, weights, "{what}");
+        assert_eq!(f.kv_cache_bytes, kv, "{what}");
+        assert_eq!(f.headroom_bytes, headroom, "{what}");
+        assert_eq!(f.total(), weights + kv + headroom, "{what}");
+    }
+}
