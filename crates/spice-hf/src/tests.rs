@@ -85,13 +85,79 @@ async fn the_builder_pulls_loads_and_answers_then_works_offline() {
 #[test]
 fn backend_features_reach_the_backend_layer() {
     use crate::backend::BackendKind;
-    // Forwarded once, additively: a facade feature always compiles the backend in (another
-    // crate of the same build may have compiled it in too, hence the implication).
+    // In this build: a facade feature always compiles the backend in (another crate of the
+    // same build may have compiled it in too, hence the implication; the test below checks
+    // each feature on its own).
     assert!(BackendKind::Cpu.compiled());
     assert!(!cfg!(feature = "wgpu") || BackendKind::Wgpu.compiled());
     assert!(!cfg!(feature = "vulkan") || BackendKind::Wgpu.compiled());
     assert!(!cfg!(feature = "metal") || BackendKind::Wgpu.compiled());
     assert!(!cfg!(feature = "cuda") || BackendKind::Cuda.compiled());
+}
+
+/// Each facade feature on its own, as a dependent crate would enable it: cargo's own feature
+/// resolution (`cargo tree -e features`, no build) shows which features of spice-hf-backend and
+/// of Burn it turns on, and that it turns on no other backend.
+#[test]
+fn each_facade_feature_alone_enables_its_backend_and_no_other() {
+    const BACKENDS: [&str; 4] = ["wgpu", "vulkan", "metal", "cuda"];
+    let enabled = |facade: &str, package: &str| -> Vec<String> {
+        #[allow(clippy::disallowed_methods)] // Reason: asks cargo itself to resolve features.
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "tree",
+                "-p",
+                "spice-hf",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(facade)
+            .args([
+                "-e",
+                "features",
+                "--prefix",
+                "none",
+                "--locked",
+                "--offline",
+                "-i",
+            ])
+            .arg(package)
+            .output()
+            .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let prefix = format!("{package} feature \"");
+        let mut features: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.split('"').next())
+            .filter(|f| BACKENDS.contains(f))
+            .map(str::to_string)
+            .collect();
+        features.sort();
+        features.dedup();
+        features
+    };
+    // (facade feature, backend features, Burn features) among the GPU backends.
+    let table: [(&str, &[&str], &[&str]); 5] = [
+        ("cpu", &[], &[]),
+        ("wgpu", &["wgpu"], &["wgpu"]),
+        ("vulkan", &["vulkan", "wgpu"], &["vulkan", "wgpu"]),
+        ("metal", &["metal", "wgpu"], &["metal", "wgpu"]),
+        ("cuda", &["cuda"], &["cuda"]),
+    ];
+    for (facade, backend, burn) in table {
+        assert_eq!(
+            enabled(facade, "spice-hf-backend"),
+            backend,
+            "--features {facade}"
+        );
+        assert_eq!(enabled(facade, "burn"), burn, "--features {facade}: Burn");
+    }
 }
 
 /// Swapping the backend at run time through the builder: the same model on the CPU and on a
