@@ -110,6 +110,7 @@ pub struct FaultRule {
     /// What it does.
     pub fault: Fault,
     seen: Arc<AtomicUsize>,
+    fired: Arc<AtomicUsize>,
 }
 
 impl FaultRule {
@@ -127,7 +128,13 @@ impl FaultRule {
             attempts,
             fault,
             seen: Arc::default(),
+            fired: Arc::default(),
         }
+    }
+
+    /// How many requests this rule (or a clone of it: clones share the count) has faulted.
+    pub fn fired(&self) -> usize {
+        self.fired.load(Ordering::SeqCst)
     }
 
     /// Restricts the rule to one method.
@@ -212,6 +219,7 @@ impl FaultState {
             }
             let n = r.seen.fetch_add(1, Ordering::SeqCst) + 1;
             if r.attempts.contains(&n) {
+                r.fired.fetch_add(1, Ordering::SeqCst);
                 out.push(r.fault.clone());
             }
         }

@@ -14,7 +14,7 @@ enum Expect {
 }
 
 struct Case {
-    name: &'static str,
+    name: String,
     rules: Vec<FaultRule>,
     expect: Expect,
 }
@@ -43,14 +43,14 @@ fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     for s in [500u16, 502, 503, 504, 408] {
         v.push(Case {
-            name: "transient status",
+            name: format!("transient status {s}"),
             rules: vec![on(Hub, w, 1..=2, status(s))],
             expect: Ok,
         });
     }
     v.extend([
         Case {
-            name: "429 with Retry-After",
+            name: "429 with Retry-After".into(),
             rules: vec![on(
                 Hub,
                 "/api/",
@@ -63,27 +63,27 @@ fn cases() -> Vec<Case> {
             expect: Ok,
         },
         Case {
-            name: "permanent 500",
+            name: "permanent 500".into(),
             rules: vec![on(Hub, "/revision/", 1..=100, status(500))],
             expect: Err("HTTP 500"),
         },
         Case {
-            name: "reset mid-body",
+            name: "reset mid-body".into(),
             rules: vec![on(Cdn, blob, 1..=1, Fault::ResetAt(100_000))],
             expect: Ok,
         },
         Case {
-            name: "clean close mid-body",
+            name: "clean close mid-body".into(),
             rules: vec![on(Cdn, blob, 1..=1, Fault::CloseAt(150_000))],
             expect: Ok,
         },
         Case {
-            name: "stall mid-body",
+            name: "stall mid-body".into(),
             rules: vec![on(Cdn, blob, 1..=1, Fault::StallAt(50_000))],
             expect: Ok,
         },
         Case {
-            name: "trickle",
+            name: "trickle".into(),
             rules: vec![on(
                 Cdn,
                 blob,
@@ -96,7 +96,7 @@ fn cases() -> Vec<Case> {
             expect: Ok,
         },
         Case {
-            name: "delay before headers",
+            name: "delay before headers".into(),
             rules: vec![on(
                 Hub,
                 "/tree/",
@@ -106,17 +106,17 @@ fn cases() -> Vec<Case> {
             expect: Ok,
         },
         Case {
-            name: "Content-Length larger than body",
+            name: "Content-Length larger than body".into(),
             rules: vec![on(Cdn, blob, 1..=1, Fault::ContentLengthPlus(1000))],
             expect: Ok,
         },
         Case {
-            name: "same-size corrupted body",
+            name: "same-size corrupted body".into(),
             rules: vec![on(Cdn, blob, 1..=1, Fault::CorruptByte(1234))],
             expect: Err("failed verification"),
         },
         Case {
-            name: "Range ignored",
+            name: "Range ignored".into(),
             rules: vec![
                 on(Cdn, blob, 1..=1, Fault::ResetAt(100_000)),
                 on(Cdn, blob, 2..=2, Fault::IgnoreRange),
@@ -124,7 +124,7 @@ fn cases() -> Vec<Case> {
             expect: Ok,
         },
         Case {
-            name: "spurious 416",
+            name: "spurious 416".into(),
             rules: vec![
                 on(Cdn, blob, 1..=1, Fault::ResetAt(100_000)),
                 on(Cdn, blob, 2..=2, Fault::Spurious416),
@@ -132,17 +132,17 @@ fn cases() -> Vec<Case> {
             expect: Ok,
         },
         Case {
-            name: "redirect loop",
+            name: "redirect loop".into(),
             rules: vec![on(Hub, "/config.json", 1..=100, Fault::RedirectLoop)],
             expect: Err("redirect loop"),
         },
         Case {
-            name: "expired CDN URL",
+            name: "expired CDN URL".into(),
             rules: vec![on(Cdn, blob, 1..=1, status(403))],
             expect: Ok,
         },
         Case {
-            name: "missing X-Repo-Commit",
+            name: "missing X-Repo-Commit".into(),
             rules: vec![on(
                 Hub,
                 "/config.json",
@@ -152,7 +152,7 @@ fn cases() -> Vec<Case> {
             expect: Err("no X-Repo-Commit"),
         },
         Case {
-            name: "hostile X-Repo-Commit",
+            name: "hostile X-Repo-Commit".into(),
             rules: vec![on(
                 Hub,
                 "/config.json",
@@ -162,7 +162,7 @@ fn cases() -> Vec<Case> {
             expect: Err("X-Repo-Commit says"),
         },
         Case {
-            name: "hostile etag",
+            name: "hostile etag".into(),
             rules: vec![on(
                 Hub,
                 WEIGHTS,
@@ -172,7 +172,7 @@ fn cases() -> Vec<Case> {
             expect: Err("bad ETag"),
         },
         Case {
-            name: "hostile commit id",
+            name: "hostile commit id".into(),
             rules: vec![on(
                 Hub,
                 "/revision/",
@@ -182,7 +182,7 @@ fn cases() -> Vec<Case> {
             expect: Err("not 40 hex digits"),
         },
         Case {
-            name: "connection reset before headers",
+            name: "connection reset before headers".into(),
             rules: vec![on(Hub, "/tree/", 1..=1, Fault::ResetAt(0))],
             expect: Ok,
         },
@@ -201,7 +201,7 @@ fn cases() -> Vec<Case> {
             r#"[{{"type":"file","oid":"ce013625030ba8dba906f756967f9e9ca394464a","size":6,"path":"{hostile}"}}]"#
         );
         v.push(Case {
-            name: "hostile path in listing",
+            name: format!("hostile path {hostile:?} in listing"),
             rules: vec![on(Hub, "/tree/", 1..=1, Fault::ReplaceBody(body.into()))],
             expect: Err("refusing unsafe path"),
         });
@@ -213,7 +213,7 @@ fn cases() -> Vec<Case> {
         ("/revision/", 404, "HTTP 404"),
     ] {
         v.push(Case {
-            name: "endless body",
+            name: format!("endless {status} body on {path}"),
             rules: vec![on(Hub, path, 1..=100, Fault::EndlessBody(status))],
             expect: Err(needle),
         });
@@ -223,18 +223,41 @@ fn cases() -> Vec<Case> {
         r#"[{{"type":"file","oid":"ce013625030ba8dba906f756967f9e9ca394464a","size":6,"path":"{long}"}}]"#
     );
     v.push(Case {
-        name: "over-long name in listing",
+        name: "over-long name in listing".into(),
         rules: vec![on(Hub, "/tree/", 1..=1, Fault::ReplaceBody(body.into()))],
         expect: Err("longer than 255"),
     });
     v
 }
 
+/// Every file or folder under `root` whose name contains `evil`.
+fn evil_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().contains("evil") {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_ends_verified_or_precise() {
     let cases = cases();
-    let mut kinds = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
     for case in &cases {
+        assert!(
+            names.insert(case.name.clone()),
+            "two cases named {}",
+            case.name
+        );
         let env = env().await;
         for r in &case.rules {
             env.hub.inject(r.clone());
@@ -264,24 +287,43 @@ async fn every_fault_ends_verified_or_precise() {
             "{}: token sent to the CDN",
             case.name
         );
-        // Nothing was written outside the cache directory.
-        assert!(!env.cache_dir.path().parent().unwrap().join("evil").exists());
-        let faulted = env
-            .hub
-            .requests()
-            .iter()
-            .filter(|r| r.fault.is_some())
-            .count();
-        assert!(faulted > 0, "{}: the fault never fired", case.name);
-        kinds.insert(case.name);
+        // Every rule of the case fired (the second rule of a two-rule case too).
+        for (i, rule) in case.rules.iter().enumerate() {
+            assert!(
+                rule.fired() > 0,
+                "{}: rule {} ({:?}) never fired",
+                case.name,
+                i + 1,
+                rule.fault
+            );
+        }
+        // Nothing landed where a hostile name points: `../evil` from the revision folder is
+        // `<cache>/org--tiny/evil`, `../../evil` is `<cache>/evil`, one more is next to the
+        // cache, and `/etc/evil` is absolute.
+        let root = env.cache_dir.path();
+        assert_eq!(
+            evil_under(root),
+            Vec::<std::path::PathBuf>::new(),
+            "{}",
+            case.name
+        );
+        assert!(
+            !root.parent().unwrap().join("evil").exists(),
+            "{}",
+            case.name
+        );
+        assert!(!std::path::Path::new("/etc/evil").exists(), "{}", case.name);
         env.hub.stop().await;
     }
     println!(
-        "fault suite: {} faults covered in {} cases",
-        kinds.len(),
+        "fault suite: {} cases, each fault seen to fire",
         cases.len()
     );
-    assert!(kinds.len() >= 20);
+    assert_eq!(
+        names.len(),
+        35,
+        "the table changed: update this count with it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
