@@ -29,6 +29,7 @@ tasks:
   integration [--backend cpu|wgpu]
                            pull, run and serve the fixture through real processes; logs in target/integration/
   release [--dry-run] VER  bump, CI, package (and publish) every publishable crate in order
+  release-rehearsal        the dry run with the next patch version on a clean copy (part of ci)
   bench --compare A B      compare two benchmark JSON files";
 
 fn main() -> Result<()> {
@@ -58,6 +59,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz::run(&sh, &args[1..]),
         Some("integration") => integration::run(&sh, &args[1..]),
         Some("release") => release::run(&sh, &workspace_root(), &release::parse(&args[1..])?),
+        Some("release-rehearsal") => release::rehearse(&sh, &workspace_root()),
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown or missing task")
@@ -252,25 +254,8 @@ pub(crate) fn ci(sh: &Shell) -> Result<()> {
         .env("DOCS_RS", "1")
         .run()?;
     }
-    step("release dry run (every publishable crate packages)");
-    {
-        let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
-        let version = manifest
-            .lines()
-            .find_map(|l| l.strip_prefix("version = \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .context("no workspace version")?
-            .to_string();
-        release::run(
-            sh,
-            &workspace_root(),
-            &release::Release {
-                version,
-                dry_run: true,
-                skip_ci: true,
-            },
-        )?;
-    }
+    step("release rehearsal (the next patch version, on a clean copy; every crate packages)");
+    release::rehearse(sh, &workspace_root())?;
     step("cargo deny (bans, licenses, sources)");
     cmd!(
         sh,

@@ -4,7 +4,7 @@
 //!
 //! The dry run restores the manifests afterwards and packages without the verification build
 //! (`--no-verify`), which would rebuild the whole graph a second time; the real release
-//! verifies.
+//! verifies. `cargo xtask ci` rehearses a real bump on a copy ([`rehearse`]).
 
 use std::path::Path;
 
@@ -15,8 +15,7 @@ use xshell::{Shell, cmd};
 pub(crate) struct Release {
     pub(crate) version: String,
     pub(crate) dry_run: bool,
-    /// Skip the CI set and the clean-tree check (when `cargo xtask ci` itself runs the dry run,
-    /// which checks the packaging, on whatever tree it tests).
+    /// Skip the CI set (when `cargo xtask ci` itself rehearses the release; see [`rehearse`]).
     pub(crate) skip_ci: bool,
 }
 
@@ -123,13 +122,11 @@ fn current_version(manifest: &str) -> Result<String> {
 }
 
 pub(crate) fn run(sh: &Shell, root: &Path, r: &Release) -> Result<()> {
-    if !r.skip_ci {
-        let status = cmd!(sh, "git status --porcelain").read()?;
-        ensure!(
-            status.trim().is_empty(),
-            "the tree is not clean; commit or stash first:\n{status}"
-        );
-    }
+    let status = cmd!(sh, "git status --porcelain").read()?;
+    ensure!(
+        status.trim().is_empty(),
+        "the tree is not clean; commit or stash first:\n{status}"
+    );
     let changelog =
         std::fs::read_to_string(root.join("CHANGELOG.md")).context("CHANGELOG.md is missing")?;
     ensure!(
@@ -184,6 +181,105 @@ pub(crate) fn run(sh: &Shell, root: &Path, r: &Release) -> Result<()> {
         restore()?;
     }
     result
+}
+
+/// The next patch version of `version`.
+fn next_patch(version: &str) -> Result<String> {
+    let parts: Vec<u64> = version
+        .split('.')
+        .map(|p| p.parse().context("a numeric version part"))
+        .collect::<Result<_>>()?;
+    ensure!(
+        parts.len() == 3,
+        "version {version:?} is not MAJOR.MINOR.PATCH"
+    );
+    Ok(format!("{}.{}.{}", parts[0], parts[1], parts[2] + 1))
+}
+
+/// What `cargo xtask ci` runs: the release dry run for real, on a committed copy of the tracked
+/// files (so the clean-tree check runs) with the next patch version and a CHANGELOG entry for
+/// it, then a check of what `cargo package` wrote: every crate at the new version and every
+/// internal dependency pinned to it with `=`, the old version nowhere.
+pub(crate) fn rehearse(sh: &Shell, root: &Path) -> Result<()> {
+    let old = current_version(&std::fs::read_to_string(root.join("Cargo.toml"))?)?;
+    let new = next_patch(&old)?;
+    let copy = std::env::temp_dir().join(format!("spice-hf-release-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    let tracked = {
+        let _here = sh.push_dir(root);
+        cmd!(sh, "git ls-files -z").read()?
+    };
+    for rel in tracked.split('\0').filter(|f| !f.is_empty()) {
+        let to = copy.join(rel);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(root.join(rel), &to).with_context(|| format!("copying {rel}"))?;
+    }
+    let changelog = copy.join("CHANGELOG.md");
+    let mut text = std::fs::read_to_string(&changelog)?;
+    text.push_str(&format!("\n## {new} (release rehearsal)\n"));
+    std::fs::write(&changelog, text)?;
+    let result = (|| -> Result<()> {
+        let _there = sh.push_dir(&copy);
+        cmd!(sh, "git init -q").run()?;
+        cmd!(sh, "git add -A").run()?;
+        cmd!(
+            sh,
+            "git -c user.name=ci -c user.email=ci@localhost commit -qm rehearsal"
+        )
+        .run()?;
+        run(
+            sh,
+            &copy,
+            &Release {
+                version: new.clone(),
+                dry_run: true,
+                skip_ci: true,
+            },
+        )?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| copy.join("target"));
+        for name in publishable_in_order(sh)? {
+            let krate = target.join("package").join(format!("{name}-{new}.crate"));
+            let inner = format!("{name}-{new}/Cargo.toml");
+            let manifest = cmd!(sh, "tar -xzOf {krate} {inner}")
+                .read()
+                .with_context(|| format!("reading the manifest packaged in {}", krate.display()))?;
+            check_packaged(&name, &manifest, &old, &new)?;
+        }
+        println!("release rehearsal: {old} -> {new}, every packaged manifest pinned to {new}");
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&copy);
+    result
+}
+
+/// A packaged `Cargo.toml` has the new version and pins every internal dependency to it.
+fn check_packaged(name: &str, manifest: &str, old: &str, new: &str) -> Result<()> {
+    let lines: Vec<&str> = manifest.lines().collect();
+    ensure!(
+        lines.contains(&format!("version = \"{new}\"").as_str()),
+        "{name}: the packaged manifest is not at version {new}"
+    );
+    for (i, l) in lines.iter().enumerate() {
+        if l.starts_with("[dependencies.spice-hf") || l.starts_with("[dev-dependencies.spice-hf") {
+            let version = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with('['))
+                .find_map(|l| l.strip_prefix("version = "));
+            ensure!(
+                version == Some(&format!("\"={new}\"")),
+                "{name}: {l} is pinned to {version:?}, not ={new}"
+            );
+        }
+    }
+    ensure!(
+        !manifest.contains(&format!("\"={old}\"")),
+        "{name}: the old version {old} is still pinned somewhere"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
