@@ -297,127 +297,230 @@ const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
 
 const OURS: &[&str] = &["std", "core", "alloc", "crate", "self", "super", "Self"];
 
-/// The crate each name imported by `use` comes from (`Device` -> `burn`).
-fn imports(text: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut stmt = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if stmt.is_empty() && !(t.starts_with("use ") || t.starts_with("pub use ")) {
-            continue;
-        }
-        stmt.push_str(t);
-        stmt.push(' ');
-        if !t.ends_with(';') {
-            continue;
-        }
-        let body = stmt
-            .trim_start_matches("pub ")
-            .trim_start_matches("use ")
-            .trim_end()
-            .trim_end_matches(';');
-        let root = body
-            .split("::")
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let names = body
-            .rsplit_once('{')
-            .map(|(_, r)| r.trim_end_matches('}').to_string())
-            .unwrap_or_else(|| body.rsplit("::").next().unwrap_or("").to_string());
-        for n in names.split(',') {
-            let n = n.trim();
-            let name = n
-                .rsplit(" as ")
-                .next()
-                .unwrap_or(n)
-                .rsplit("::")
-                .next()
-                .unwrap_or("")
-                .trim();
-            if !name.is_empty() && name != "_" && name != "self" {
-                map.insert(name.to_string(), root.clone());
-            }
-        }
-        stmt.clear();
-    }
-    map
+/// Whether `attrs` hold `#[cfg(test)]`.
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.parse_args::<syn::Meta>()
+                .is_ok_and(|m| m.path().is_ident("test"))
+    })
 }
 
-/// Foreign crates named by the public lines of one file.
-fn foreign_in_public(text: &str, internal: &BTreeSet<String>) -> BTreeSet<String> {
-    let imported = imports(text);
-    let mut found = BTreeSet::new();
-    let mut in_pub_enum = 0i32;
-    // `#[cfg(test)]` items are skipped (a `mod tests;` line or a whole block), not the rest of
-    // the file: lib.rs files declare their test module near the top.
-    let mut skip_test_item = false;
-    let mut in_test_block = 0i32;
-    // A public signature that goes on over several lines (one parameter per line).
-    let mut in_signature = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if in_test_block > 0 {
-            in_test_block += t.matches('{').count() as i32 - t.matches('}').count() as i32;
-            continue;
-        }
-        if t.starts_with("#[cfg(test)]") {
-            skip_test_item = true;
-            continue;
-        }
-        if skip_test_item && !t.is_empty() && !t.starts_with("#[") {
-            skip_test_item = false;
-            let depth = t.matches('{').count() as i32 - t.matches('}').count() as i32;
-            if depth > 0 {
-                in_test_block = depth;
+fn is_pub(vis: &syn::Visibility) -> bool {
+    matches!(vis, syn::Visibility::Public(_))
+}
+
+/// The crate each name imported by `use` comes from (`Device` -> `burn`), and the roots of
+/// `pub use` re-exports.
+fn imports(items: &[syn::Item], map: &mut BTreeMap<String, String>, reexported: &mut Vec<String>) {
+    fn walk(
+        tree: &syn::UseTree,
+        root: &str,
+        public: bool,
+        map: &mut BTreeMap<String, String>,
+        re: &mut Vec<String>,
+    ) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                let root = if root.is_empty() {
+                    p.ident.to_string()
+                } else {
+                    root.to_string()
+                };
+                walk(&p.tree, &root, public, map, re);
             }
-            continue;
-        }
-        let public = t.starts_with("pub ") && !t.starts_with("pub(");
-        if t.starts_with("pub enum ") {
-            in_pub_enum = 1;
-        } else if in_pub_enum > 0 {
-            in_pub_enum += t.matches('{').count() as i32 - t.matches('}').count() as i32;
-        }
-        let continues = in_signature;
-        if continues && (t.contains('{') || t.ends_with(';')) {
-            in_signature = false;
-        }
-        if public
-            && (t.contains(" fn ") || t.starts_with("pub fn ") || t.starts_with("pub type "))
-            && !(t.contains('{') || t.ends_with(';'))
-        {
-            in_signature = true;
-        }
-        if !(public || in_pub_enum > 0 || continues)
-            || t.starts_with("pub mod ")
-            || t.starts_with("//")
-        {
-            continue;
-        }
-        let code = t.split("//").next().unwrap_or("");
-        for word in code.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')) {
-            // Crate roots are snake_case; `String::new` or `Self::X` are not crates.
-            let root = match word.split_once("::") {
-                Some((r, _)) if r.starts_with(|c: char| c.is_ascii_lowercase()) => {
-                    Some(r.to_string())
+            syn::UseTree::Name(n) => {
+                let root = if root.is_empty() {
+                    n.ident.to_string()
+                } else {
+                    root.to_string()
+                };
+                map.insert(n.ident.to_string(), root.clone());
+                if public {
+                    re.push(root);
                 }
-                Some(_) => None,
-                None => imported.get(word).cloned(),
-            };
-            if let Some(r) = root
-                && !r.is_empty()
-                && !OURS.contains(&r.as_str())
-                && !internal.contains(&r)
-            {
-                found.insert(r);
+            }
+            syn::UseTree::Rename(r) => {
+                let root = if root.is_empty() {
+                    r.ident.to_string()
+                } else {
+                    root.to_string()
+                };
+                map.insert(r.rename.to_string(), root.clone());
+                if public {
+                    re.push(root);
+                }
+            }
+            syn::UseTree::Glob(_) => {
+                if public {
+                    re.push(root.to_string());
+                }
+            }
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    walk(t, root, public, map, re);
+                }
             }
         }
     }
-    found
+    for item in items {
+        match item {
+            syn::Item::Use(u) if !is_test(&u.attrs) => {
+                walk(&u.tree, "", is_pub(&u.vis), map, reexported);
+            }
+            syn::Item::Mod(m) if !is_test(&m.attrs) => {
+                if let Some((_, inner)) = &m.content {
+                    imports(inner, map, reexported);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Collects the paths named in the public surface: types, bounds and trait paths.
+#[derive(Default)]
+struct Surface {
+    /// The first segment of each path, and whether more follow (`burn::X` vs `Device`).
+    paths: Vec<(String, bool)>,
+}
+
+impl<'a> syn::visit::Visit<'a> for Surface {
+    fn visit_path(&mut self, p: &'a syn::Path) {
+        if let Some(first) = p.segments.first() {
+            self.paths.push((
+                first.ident.to_string(),
+                p.segments.len() > 1 || p.leading_colon.is_some(),
+            ));
+        }
+        syn::visit::visit_path(self, p);
+    }
+    // Function bodies and constant values are not the API.
+    fn visit_block(&mut self, _: &'a syn::Block) {}
+    fn visit_expr(&mut self, _: &'a syn::Expr) {}
+}
+
+/// Types declared in `items` without `pub`: their impls are not part of the API.
+fn private_types(items: &[syn::Item]) -> BTreeSet<String> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Struct(x) if !is_pub(&x.vis) => Some(x.ident.to_string()),
+            syn::Item::Enum(x) if !is_pub(&x.vis) => Some(x.ident.to_string()),
+            syn::Item::Union(x) if !is_pub(&x.vis) => Some(x.ident.to_string()),
+            syn::Item::Type(x) if !is_pub(&x.vis) => Some(x.ident.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn public_surface(items: &[syn::Item], s: &mut Surface) {
+    use syn::visit::Visit as _;
+    let private = private_types(items);
+    let of_private = |ty: &syn::Type| match ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|seg| private.contains(&seg.ident.to_string())),
+        _ => false,
+    };
+    for item in items {
+        match item {
+            syn::Item::Fn(f) if is_pub(&f.vis) && !is_test(&f.attrs) => s.visit_signature(&f.sig),
+            syn::Item::Struct(st) if is_pub(&st.vis) && !is_test(&st.attrs) => {
+                s.visit_generics(&st.generics);
+                for field in &st.fields {
+                    if is_pub(&field.vis) {
+                        s.visit_type(&field.ty);
+                    }
+                }
+            }
+            syn::Item::Enum(e) if is_pub(&e.vis) && !is_test(&e.attrs) => {
+                s.visit_generics(&e.generics);
+                for v in &e.variants {
+                    s.visit_fields(&v.fields);
+                }
+            }
+            syn::Item::Type(t) if is_pub(&t.vis) && !is_test(&t.attrs) => {
+                s.visit_generics(&t.generics);
+                s.visit_type(&t.ty);
+            }
+            syn::Item::Const(c) if is_pub(&c.vis) && !is_test(&c.attrs) => s.visit_type(&c.ty),
+            syn::Item::Static(c) if is_pub(&c.vis) && !is_test(&c.attrs) => s.visit_type(&c.ty),
+            syn::Item::Trait(t) if is_pub(&t.vis) && !is_test(&t.attrs) => {
+                s.visit_generics(&t.generics);
+                for b in &t.supertraits {
+                    s.visit_type_param_bound(b);
+                }
+                for ti in &t.items {
+                    match ti {
+                        syn::TraitItem::Fn(f) => s.visit_signature(&f.sig),
+                        syn::TraitItem::Type(ty) => {
+                            for b in &ty.bounds {
+                                s.visit_type_param_bound(b);
+                            }
+                        }
+                        syn::TraitItem::Const(c) => s.visit_type(&c.ty),
+                        _ => {}
+                    }
+                }
+            }
+            syn::Item::Impl(i) if !is_test(&i.attrs) && !of_private(&i.self_ty) => {
+                match &i.trait_ {
+                    // `impl From<reqwest::Error> for E`: the trait and its arguments are API.
+                    Some((_, path, _)) => {
+                        s.visit_path(path);
+                        s.visit_type(&i.self_ty);
+                    }
+                    None => {
+                        for ii in &i.items {
+                            if let syn::ImplItem::Fn(f) = ii
+                                && is_pub(&f.vis)
+                            {
+                                s.visit_signature(&f.sig);
+                            }
+                        }
+                    }
+                }
+            }
+            syn::Item::Mod(m) if !is_test(&m.attrs) => {
+                if let Some((_, inner)) = &m.content {
+                    public_surface(inner, s);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Foreign crates named by the public items of one file (parsed with `syn`: signatures over
+/// several lines, trait impls and re-exports included; `#[cfg(test)]` items skipped).
+fn foreign_in_public(text: &str, internal: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    let file = syn::parse_file(text).map_err(|e| anyhow::anyhow!("cannot parse: {e}"))?;
+    let mut imported = BTreeMap::new();
+    let mut reexported = Vec::new();
+    imports(&file.items, &mut imported, &mut reexported);
+    let mut surface = Surface::default();
+    public_surface(&file.items, &mut surface);
+    let mut roots: Vec<String> = reexported;
+    for (name, qualified) in surface.paths {
+        if qualified {
+            // Crate roots are snake_case (`String::new` or `Self::X` are not crates); an
+            // imported module (`use std::fmt;` then `fmt::Display`) is its crate's.
+            if let Some(root) = imported.get(&name) {
+                roots.push(root.clone());
+            } else if name.starts_with(|c: char| c.is_ascii_lowercase()) {
+                roots.push(name);
+            }
+        } else if let Some(root) = imported.get(&name) {
+            roots.push(root.clone());
+        }
+    }
+    Ok(roots
+        .into_iter()
+        .filter(|r| !r.is_empty() && !OURS.contains(&r.as_str()) && !internal.contains(r))
+        .collect())
 }
 
 /// Checks every library crate's public lines against [`PUBLIC_DEPS`].
@@ -443,7 +546,9 @@ pub(crate) fn public_deps(root: &Path) -> Result<Vec<String>> {
                 continue;
             }
             let text = std::fs::read_to_string(&f)?;
-            for dep in foreign_in_public(&text, &internal) {
+            let found = foreign_in_public(&text, &internal)
+                .with_context(|| format!("reading the public items of {}", f.display()))?;
+            for dep in found {
                 if !allowed.contains(&dep.as_str()) {
                     problems.push(format!(
                         "{}: `{dep}` appears in a public item of {krate}; keep foreign types out of public signatures or add it to PUBLIC_DEPS with a reason",
@@ -465,8 +570,12 @@ mod tests {
     #[test]
     fn foreign_types_in_public_items_are_found() {
         let internal = BTreeSet::from(["spice_hf_cache".to_string()]);
-        let found =
-            |src: &str| -> Vec<String> { foreign_in_public(src, &internal).into_iter().collect() };
+        let found = |src: &str| -> Vec<String> {
+            foreign_in_public(src, &internal)
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
         assert_eq!(
             found("use reqwest::Client;\npub fn c() -> Client { todo!() }"),
             ["reqwest"]
@@ -503,6 +612,29 @@ mod tests {
                 "#[cfg(test)]\nmod tests {\n    pub fn t(x: hyper::Body) {}\n}\npub fn f(x: sha2::Sha256) {}"
             ),
             ["sha2"]
+        );
+        // A trait impl names its trait's arguments; a multi-line generic bound counts too.
+        assert_eq!(
+            found(
+                "pub struct E;\nimpl From<reqwest::Error> for E {\n    fn from(_: reqwest::Error) -> Self { E }\n}"
+            ),
+            ["reqwest"]
+        );
+        assert_eq!(
+            found("pub fn run<S>(\n    s: S,\n) where\n    S: tower::Service<u8>,\n{}"),
+            ["tower"]
+        );
+        // A trait impl for a private type is not the API either.
+        assert_eq!(
+            found("struct M;\nimpl tower::Service<hyper::Request> for M {}"),
+            Vec::<String>::new()
+        );
+        // Private items, bodies and test modules are not the API.
+        assert_eq!(
+            found(
+                "fn f(x: hyper::Body) {}\npub fn g() -> u8 { let b: hyper::Body = todo!(); 1 }\nstruct P { pub x: tower::X }"
+            ),
+            Vec::<String>::new()
         );
         // Parameters on their own lines are part of the signature.
         assert_eq!(
