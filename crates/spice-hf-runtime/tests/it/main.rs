@@ -435,6 +435,71 @@ async fn templates_render_only_on_a_granted_slot_and_a_runaway_one_is_stopped() 
     assert_eq!(model.health(), Health::Ready);
 }
 
+/// A real panic inside generation: a `tokenizer.json` whose decoder chain ends in a `Strip`
+/// that the `tokenizers` crate (0.23) cannot apply to a token made only of its character (it
+/// subtracts past the token's start: tokenizers PR #2154). Every generated token is first
+/// mapped to `a`, so the first one decoded panics. The request fails as an internal error
+/// naming the panic (not as cancelled), the slot is free again, the row says so, and the
+/// model keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_generation_is_an_internal_failure_not_a_cancellation() {
+    let (history, layer) = history();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = tiny(dir.path(), "crashy");
+    spec.warm_up = false;
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    tokenizer["decoder"] = serde_json::json!({"type": "Sequence", "decoders": [
+        tokenizer["decoder"].clone(),
+        {"type": "Replace", "pattern": {"Regex": "(?s)."}, "content": "a"},
+        {"type": "Strip", "content": "a", "start": 0, "stop": 64}
+    ]});
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let runtime = Runtime::new(vec![spec]).unwrap();
+    runtime.load_initial().await;
+    let model = runtime.model("crashy").unwrap();
+    let mut request = CompletionRequest::new(chat("hi"));
+    request.params = Some(long_params(4));
+    let err = model.generate(request.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert_eq!(err.kind(), "internal");
+    assert_eq!(model.limiter().running() + model.limiter().waiting(), 0);
+    // The stream says the same, as its last event.
+    let mut stream = model.stream(request.clone()).await.unwrap();
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        last = Some(event);
+    }
+    assert!(
+        matches!(&last, Some(Event::Error(e)) if matches!(e, Error::Internal(_))),
+        "{last:?}"
+    );
+    layer.flush();
+    let rows = history
+        .recent(&TaskFilter {
+            task: Some("ai_completion".into()),
+            ..TaskFilter::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for row in &rows {
+        assert_ne!(
+            row.labels.get("finish_reason").and_then(|v| v.as_str()),
+            Some("cancelled"),
+            "{row:#?}"
+        );
+        assert!(
+            row.error_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("panicked"),
+            "{row:#?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_for_a_lazy_load_count_against_the_queue() {
     let dir = tempfile::tempdir().unwrap();
