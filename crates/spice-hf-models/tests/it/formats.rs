@@ -18,6 +18,14 @@ fn ids() -> Vec<u32> {
     (0..40u32).map(|i| 3 + (i * 37) % 250).collect()
 }
 
+/// The largest relative difference between two references' logits, over all positions.
+fn largest_change(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| max_rel_err(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), b))
+        .fold(0.0, f64::max)
+}
+
 /// Loads `tensors` on the packed engine (f32 KV cache) and Burn's CPU graph and checks every
 /// position's logits against `want`.
 fn check_engines(what: &str, cfg: &LlamaConfig, tensors: &TensorSet, want: &[Vec<f64>]) {
@@ -161,14 +169,7 @@ fn llama3_rope_scaling_matches_the_published_formula() {
     let ids = ids();
     let want = reference::forward_with(&cfg, &weights, &ids, &scaled);
     let unscaled = reference::forward(&cfg, &weights, &ids);
-    let moved = want
-        .iter()
-        .zip(&unscaled)
-        .map(|(a, b)| {
-            let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
-            max_rel_err(&a32, b)
-        })
-        .fold(0.0, f64::max);
+    let moved = largest_change(&want, &unscaled);
     assert!(
         moved > 1e-3,
         "the scaling barely changes the logits ({moved:e})"
@@ -260,11 +261,7 @@ fn gguf_rope_freqs_divide_the_rotary_frequencies() {
         .collect();
     let want = reference::forward_with(&cfg, &weights, &ids(), &freqs);
     let unscaled = reference::forward(&cfg, &weights, &ids());
-    let moved = want
-        .iter()
-        .zip(&unscaled)
-        .map(|(a, b)| max_rel_err(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), b))
-        .fold(0.0, f64::max);
+    let moved = largest_change(&want, &unscaled);
     assert!(
         moved > 1e-3,
         "the factors barely change the logits ({moved:e})"
