@@ -61,7 +61,9 @@ fn check_engines(what: &str, cfg: &LlamaConfig, tensors: &TensorSet, want: &[Vec
 fn safetensors_f16_and_bf16_run_as_the_values_they_round_to() {
     let tensors = fixtures::tiny_tensors(9, TinyShape::TINY);
     for dtype in [Dtype::F16, Dtype::BF16] {
-        let (round, encode): (fn(f32) -> f32, fn(f32) -> [u8; 2]) = match dtype {
+        type Round = fn(f32) -> f32;
+        type Encode = fn(f32) -> [u8; 2];
+        let (round, encode): (Round, Encode) = match dtype {
             Dtype::F16 => (
                 |x| f16::from_f32(x).to_f32(),
                 |x| f16::from_f32(x).to_le_bytes(),

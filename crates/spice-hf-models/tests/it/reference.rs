@@ -60,7 +60,9 @@ pub(crate) fn inv_freq(
             let llama = if wavelen > low_wavelen { f / factor } else { f };
             let smooth = (old_context / wavelen - low) / (high - low);
             let smoothed = (1.0 - smooth) * llama / factor + smooth * llama;
-            let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            // transformers: `~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)`
+            // (the wavelengths are finite, so the negations are plain comparisons).
+            let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
             if medium { smoothed } else { llama }
         })
         .collect()
