@@ -594,6 +594,55 @@ async fn hung_drivers_are_skipped_with_their_reasons() {
     assert!(listing.contains("  skipped cuda: "), "{listing}");
 }
 
+/// A probe that panics, for real: a Vulkan layer (`failing_vulkan_layer.c`, built here) over
+/// Mesa's software driver makes it look like a discrete GPU, so automatic selection starts it,
+/// and fails its memory after the first allocation. Burn's device thread panics ("wgpu error:
+/// Out of Memory") and so does the probe's self-test reading its result; `spice-hf backends`
+/// answers with wgpu skipped, the panic as its reason, and the CPU chosen.
+#[cfg(feature = "wgpu")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_probe_is_skipped_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = build_c_library(
+        dir.path(),
+        "failing_vulkan_layer.so",
+        include_str!("failing_vulkan_layer.c"),
+    );
+    std::fs::write(
+        dir.path().join("failing_vulkan_layer.json"),
+        serde_json::json!({"file_format_version": "1.1.2", "layer": {
+            "name": "VK_LAYER_SPICE_HF_failing", "type": "GLOBAL", "library_path": layer,
+            "api_version": "1.3.0", "implementation_version": "1",
+            "description": "a discrete GPU whose memory runs out"}})
+        .to_string(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = spice("http://127.0.0.1:9", cache.path());
+    c.arg("backends")
+        .env("VK_LAYER_PATH", dir.path())
+        .env("VK_INSTANCE_LAYERS", "VK_LAYER_SPICE_HF_failing")
+        .env("FAKE_DISCRETE", "1")
+        .env("FAIL_ALLOC_AFTER", "1")
+        .env("SPICE_HF_LOG", "error");
+    let out = output(c).await;
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{listing}{}", text(&out.stderr));
+    assert!(
+        listing.contains("wgpu    yes       unavailable: panicked while starting wgpu on ")
+            && listing.contains("(vulkan, discrete GPU)"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("would use: cpu on flex (best available)"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("  skipped wgpu: panicked while starting wgpu on "),
+        "{listing}"
+    );
+}
+
 /// `spice-hf backends` explains itself, and `--backend wgpu` runs the model on wgpu (Mesa's
 /// software Vulkan in CI) with the same greedy answer as the CPU.
 #[cfg(feature = "wgpu")]
