@@ -329,24 +329,16 @@ fn imports(items: &[syn::Item], map: &mut BTreeMap<String, String>, reexported: 
                 };
                 walk(&p.tree, &root, public, map, re);
             }
-            syn::UseTree::Name(n) => {
-                let root = if root.is_empty() {
-                    n.ident.to_string()
-                } else {
-                    root.to_string()
+            syn::UseTree::Name(syn::UseName { ident: name, .. })
+            | syn::UseTree::Rename(syn::UseRename { rename: name, .. }) => {
+                // `use burn::Device` or `use burn::Device as Dev`; a bare `use burn;` is its
+                // own root.
+                let root = match (root.is_empty(), tree) {
+                    (true, syn::UseTree::Rename(r)) => r.ident.to_string(),
+                    (true, _) => name.to_string(),
+                    (false, _) => root.to_string(),
                 };
-                map.insert(n.ident.to_string(), root.clone());
-                if public {
-                    re.push(root);
-                }
-            }
-            syn::UseTree::Rename(r) => {
-                let root = if root.is_empty() {
-                    r.ident.to_string()
-                } else {
-                    root.to_string()
-                };
-                map.insert(r.rename.to_string(), root.clone());
+                map.insert(name.to_string(), root.clone());
                 if public {
                     re.push(root);
                 }

@@ -211,13 +211,22 @@ impl HubClient {
             }
         }
         rev_dir.save_manifest(&manifest)?;
-        // Held until every download ends, so a pull started meanwhile counts these bytes.
+        // Held until every download ends, so a pull started meanwhile counts these bytes. It
+        // waits for the cache-wide reservation lock, so off the async threads.
         let _reservation = if missing.is_empty() {
             None
         } else {
-            let planned: Vec<(&str, u64)> =
-                missing.iter().map(|f| (f.path.as_str(), f.size)).collect();
-            Some(rev_dir.reserve_space(&planned, needed)?)
+            let rev_dir = rev_dir.clone();
+            let planned: Vec<(String, u64)> =
+                missing.iter().map(|f| (f.path.clone(), f.size)).collect();
+            let reserved = tokio::task::spawn_blocking(move || {
+                let planned: Vec<(&str, u64)> =
+                    planned.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+                rev_dir.reserve_space(&planned, needed)
+            })
+            .await
+            .map_err(|e| Error::Selection(format!("reservation task failed: {e}")))??;
+            Some(reserved)
         };
 
         let manifest = Mutex::new(manifest);

@@ -222,7 +222,11 @@ impl LlamaConfig {
             && self.layers > 0
             && self.vocab > 0;
         if !ok {
-            return Err(Error::Config(format!("incoherent model shape {self:?}")));
+            // The shape only: `rope_freq_factors` can hold 65,536 values from a hostile file.
+            return Err(Error::Config(format!(
+                "incoherent model shape: hidden {}, intermediate {}, {} layers, {} heads, {} KV heads, vocabulary {}",
+                self.hidden, self.intermediate, self.layers, self.heads, self.kv_heads, self.vocab
+            )));
         }
         if let Some(f) = &self.rope_freq_factors
             && f.len() != self.head_dim() / 2

@@ -44,6 +44,16 @@ fn history() -> (TaskHistory, TaskHistoryLayer) {
     (history, layer)
 }
 
+/// The `ai_completion` rows of the task history, newest first.
+fn completion_rows(history: &TaskHistory) -> Vec<spice_hf_telemetry::TaskRow> {
+    history
+        .recent(&TaskFilter {
+            task: Some("ai_completion".into()),
+            ..TaskFilter::default()
+        })
+        .unwrap()
+}
+
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..2000 {
         if f() {
@@ -133,12 +143,7 @@ async fn dropping_a_stream_cancels_it_frees_the_permit_and_is_recorded() {
     request.params = Some(long_params(3));
     assert_eq!(model.generate(request).await.unwrap().completion_tokens, 3);
     layer.flush();
-    let rows = history
-        .recent(&TaskFilter {
-            task: Some("ai_completion".into()),
-            ..TaskFilter::default()
-        })
-        .unwrap();
+    let rows = completion_rows(&history);
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let cancelled = &rows[1];
     assert_eq!(cancelled.labels["finish_reason"], "cancelled");
@@ -481,12 +486,7 @@ async fn a_panic_inside_generation_is_an_internal_failure_not_a_cancellation() {
         "{last:?}"
     );
     layer.flush();
-    let rows = history
-        .recent(&TaskFilter {
-            task: Some("ai_completion".into()),
-            ..TaskFilter::default()
-        })
-        .unwrap();
+    let rows = completion_rows(&history);
     assert_eq!(rows.len(), 2, "{rows:#?}");
     for row in &rows {
         assert_ne!(
