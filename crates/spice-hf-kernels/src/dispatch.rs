@@ -51,6 +51,25 @@ pub(crate) fn matmul_rows(
     scalar::matmul(fmt, rows, row_bytes, x, cols, y, y_stride)
 }
 
+/// `y[t][r] = row_r · x[t]` with 8-bit activations (`fmt` has an 8-bit path).
+pub(crate) fn q8_matmul_rows(
+    isa: Isa,
+    fmt: Format,
+    rows: &[u8],
+    row_bytes: usize,
+    x: &crate::q8::Q8Acts,
+    y: &mut [f32],
+    y_stride: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_ok(isa) {
+        // SAFETY: `avx2_ok` checked the CPU.
+        return unsafe { avx2::q8_matmul(fmt, rows, row_bytes, x, y, y_stride) };
+    }
+    let _ = isa;
+    crate::q8::matmul_scalar(fmt, rows, row_bytes, x, y, y_stride)
+}
+
 /// Decodes chunk `c` of `block` with a given instruction set (tests compare them).
 pub fn decode_chunk_with(isa: Isa, fmt: Format, block: &[u8], c: usize, out: &mut [f32; 32]) {
     #[cfg(target_arch = "x86_64")]

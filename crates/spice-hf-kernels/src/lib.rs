@@ -30,6 +30,7 @@ pub mod format;
 pub mod isa;
 pub mod matrix;
 pub mod ops;
+pub mod q8;
 pub mod quantize;
 mod scalar;
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::format::Format;
 use crate::isa::{self, Isa};
+use crate::q8::Q8Acts;
 use crate::{Error, Result};
 
 /// Bytes owned by someone else (a memory map, a `Vec`), shared without copying.
@@ -154,10 +155,7 @@ impl QMatrix {
     pub fn matvec_with(&self, isa: Isa, pool: &Pool, x: &[f32], y: &mut [f32]) -> Result<()> {
         self.check(x.len(), y.len(), 1)?;
         let (fmt, rb) = (self.format, self.row_bytes);
-        let data = self.data.as_slice();
-        let chunk = pool.rows_per_task(self.rows, self.cols);
-        pool.for_each_chunk(y, chunk, |first, ys| {
-            let rows = &data[first * rb..(first + ys.len()) * rb];
+        self.split(pool, 1, y, |rows, ys, _| {
             crate::dispatch::matvec_rows(isa, fmt, rows, rb, x, ys)
         });
         Ok(())
@@ -181,21 +179,69 @@ impl QMatrix {
         if tokens == 1 {
             return self.matvec_with(isa, pool, x, y);
         }
-        let (fmt, rb, cols, rows) = (self.format, self.row_bytes, self.cols, self.rows);
+        let (fmt, rb, cols) = (self.format, self.row_bytes, self.cols);
+        self.split(pool, tokens, y, |rows, ys, stride| {
+            crate::dispatch::matmul_rows(isa, fmt, rows, rb, x, cols, ys, stride)
+        });
+        Ok(())
+    }
+
+    /// Whether [`QMatrix::matmul_q8`] can run on this matrix's format.
+    pub fn has_q8_path(&self) -> bool {
+        crate::q8::has_q8_path(self.format)
+    }
+
+    /// `Y = X Wᵀ` with the activations quantized to 8 bits ([`crate::q8`]): `x` holds
+    /// `x.tokens()` tokens of `cols` values, `y` is `[tokens, rows]`. An error when the
+    /// format has no 8-bit path ([`QMatrix::has_q8_path`]).
+    pub fn matmul_q8(&self, pool: &Pool, x: &Q8Acts, y: &mut [f32]) -> Result<()> {
+        self.matmul_q8_with(isa::current().isa, pool, x, y)
+    }
+
+    /// [`QMatrix::matmul_q8`] with a given instruction set.
+    pub fn matmul_q8_with(&self, isa: Isa, pool: &Pool, x: &Q8Acts, y: &mut [f32]) -> Result<()> {
+        if !self.has_q8_path() {
+            return Err(Error::Shape(format!(
+                "{} weights have no 8-bit activation kernel",
+                self.format
+            )));
+        }
+        let tokens = x.tokens();
+        self.check(x.cols() * tokens, y.len(), tokens)?;
+        let (fmt, rb) = (self.format, self.row_bytes);
+        self.split(pool, tokens, y, |rows, ys, stride| {
+            crate::dispatch::q8_matmul_rows(isa, fmt, rows, rb, x, ys, stride)
+        });
+        Ok(())
+    }
+
+    /// Splits the rows among the pool's threads and runs `work(rows, out, out_stride)` on
+    /// each share: for one token straight into `y`; for several, into a block per task (its
+    /// columns of `y` interleave with the other tasks') copied into `y` afterwards.
+    fn split(
+        &self,
+        pool: &Pool,
+        tokens: usize,
+        y: &mut [f32],
+        work: impl Fn(&[u8], &mut [f32], usize) + Sync,
+    ) {
+        let (rb, rows) = (self.row_bytes, self.rows);
         let data = self.data.as_slice();
-        // Split by rows: every task reads its rows of W once for all tokens into a block of its
-        // own (its columns of Y interleave with the other tasks'), copied into Y afterwards.
-        let chunk = pool.rows_per_task(rows, cols * tokens);
+        let chunk = pool.rows_per_task(rows, self.cols * tokens);
+        if tokens == 1 {
+            pool.for_each_chunk(y, chunk, |first, ys| {
+                work(&data[first * rb..(first + ys.len()) * rb], ys, 0)
+            });
+            return;
+        }
         let tasks = rows.div_ceil(chunk);
         let blocks: Vec<Vec<f32>> = pool.map_indices(tasks, |task| {
             let first = task * chunk;
             let n = chunk.min(rows - first);
-            let w = &data[first * rb..(first + n) * rb];
             let mut block = vec![0f32; tokens * n];
-            crate::dispatch::matmul_rows(isa, fmt, w, rb, x, cols, &mut block, n);
+            work(&data[first * rb..(first + n) * rb], &mut block, n);
             block
         });
-        // Each task computed columns first..first+n of every token's output.
         for (task, block) in blocks.iter().enumerate() {
             let first = task * chunk;
             let n = block.len() / tokens;
@@ -203,7 +249,6 @@ impl QMatrix {
                 y[t * rows + first..t * rows + first + n].copy_from_slice(part);
             }
         }
-        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use half::f16;
 use crate::format::{ALL, Format, decode_chunk, decode_row};
 use crate::isa::{self, Isa};
 use crate::matrix::{Bytes, Pool, QMatrix};
+use crate::q8::{self, Q8Acts};
 use crate::quantize::{quantize_matrix, quantize_row};
 use crate::{decode_chunk_with, ops};
 
@@ -388,4 +389,157 @@ fn the_environment_variable_forces_or_explains() {
     // The process-wide choice follows what the test runner's environment says.
     let forced = std::env::var(isa::ENV).ok();
     assert_eq!(isa::current().isa, isa::choose(forced.as_deref()).isa);
+}
+
+/// Rows of hostile blocks (every fill and scale of [`hostile_blocks`], cycled) as a matrix.
+fn hostile_matrix(fmt: Format, rows: usize, cols: usize) -> QMatrix {
+    let blocks = hostile_blocks(fmt);
+    let per_row = cols / fmt.block_values();
+    let bytes: Vec<u8> = (0..rows * per_row)
+        .flat_map(|i| blocks[(i * 7) % blocks.len()].clone())
+        .collect();
+    QMatrix::new(fmt, rows, cols, Bytes::from_vec(bytes)).unwrap()
+}
+
+#[test]
+fn integer_chunks_are_the_decoded_weights() {
+    for fmt in ALL.into_iter().filter(|f| q8::has_q8_path(*f)) {
+        for block in hostile_blocks(fmt) {
+            for c in 0..fmt.chunks() {
+                let mut want = [0f32; 32];
+                decode_chunk(fmt, &block, c, &mut want);
+                let mut q = [0i32; 32];
+                let (d, m) = q8::decode_chunk_int(fmt, &block, c, &mut q);
+                for i in 0..32 {
+                    let got = d * q[i] as f32 + m;
+                    // (q - 8) * d against q * d - 8d: two roundings against one.
+                    let tol = 2.0 * f32::EPSILON * (d.abs() * 32.0 + m.abs()).max(1e-30);
+                    assert!(
+                        (got - want[i]).abs() <= tol,
+                        "{fmt} chunk {c} value {i}: {got} vs {}",
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn activations_quantize_within_half_a_step_and_keep_their_sums() {
+    let mut rng = Rng(3);
+    let mut x = rng.vec(96);
+    x[32..64].fill(0.0); // an all-zero block has scale 0, not NaN
+    x[64] = 1e-30; // a subnormal-sized block
+    let mut a = Q8Acts::new();
+    a.quantize(&x, 96).unwrap();
+    let back = a.dequantized();
+    for (i, (&v, &b)) in x.iter().zip(&back).enumerate() {
+        let step = a.d[i / 32];
+        assert!((v - b).abs() <= step / 2.0 + 1e-30, "value {i}: {v} vs {b}");
+        assert!(b.is_finite());
+    }
+    for blk in 0..3 {
+        let sum: i32 = a.q[blk * 32..blk * 32 + 32].iter().map(|&q| q as i32).sum();
+        assert_eq!(a.s[blk], a.d[blk] * sum as f32);
+        assert!(a.q[blk * 32..blk * 32 + 32].iter().all(|&q| q != -128));
+    }
+    assert!(a.quantize(&x[..95], 95).is_err());
+    assert!(a.quantize(&x[..64], 96).is_err());
+}
+
+/// The 8-bit path's product against f64 over the decoded weights and the dequantized
+/// activations (what it computes, exactly), on every ISA, thread count and token count; SIMD
+/// against scalar within a millionth of Σ|w·x|.
+#[test]
+fn q8_products_match_an_f64_dot_of_what_they_multiply_on_every_isa() {
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    for fmt in ALL.into_iter().filter(|f| q8::has_q8_path(*f)) {
+        for (rows, cols, hostile) in [(13, 256, false), (70, 512, false), (21, 512, true)] {
+            let m = if hostile {
+                hostile_matrix(fmt, rows, cols)
+            } else {
+                matrix(fmt, rows, cols, rows as u64 + 17)
+            };
+            for tokens in [1, 3, 6] {
+                let x = Rng(tokens as u64 * 5 + 1).vec(tokens * cols);
+                let mut a = Q8Acts::new();
+                a.quantize(&x, cols).unwrap();
+                let xd = a.dequantized();
+                let mut scalar = vec![f32::NAN; tokens * rows];
+                m.matmul_q8_with(Isa::Scalar, &pools[0], &a, &mut scalar)
+                    .unwrap();
+                for isa in Isa::available() {
+                    for pool in &pools {
+                        let mut y = vec![f32::NAN; tokens * rows];
+                        m.matmul_q8_with(isa, pool, &a, &mut y).unwrap();
+                        for t in 0..tokens {
+                            let want = reference(&m, &xd[t * cols..(t + 1) * cols]);
+                            for r in 0..rows {
+                                let (dot, mag) = want[r];
+                                let got = y[t * rows + r];
+                                assert!(
+                                    (got as f64 - dot).abs() <= tolerance(cols) * mag.max(1e-30),
+                                    "{fmt} {isa} token {t} row {r}: {got} vs {dot}"
+                                );
+                                let s = scalar[t * rows + r];
+                                assert!(
+                                    ((got - s) as f64).abs() <= 1e-6 * mag.max(1e-30),
+                                    "{fmt} {isa} token {t} row {r}: {got} vs scalar {s}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_products_stay_within_the_activation_rounding_of_the_f32_path() {
+    let pool = Pool::new(2).unwrap();
+    for fmt in ALL.into_iter().filter(|f| q8::has_q8_path(*f)) {
+        let (rows, cols) = (40, 512);
+        let m = matrix(fmt, rows, cols, 77);
+        let x = Rng(78).vec(cols);
+        let mut a = Q8Acts::new();
+        a.quantize(&x, cols).unwrap();
+        let mut exact = vec![0f32; rows];
+        m.matvec(&pool, &x, &mut exact).unwrap();
+        let mut y = vec![0f32; rows];
+        m.matmul_q8(&pool, &a, &mut y).unwrap();
+        let mut w = vec![0f32; cols];
+        for r in 0..rows {
+            m.decode_row(r, &mut w);
+            // Each activation moves by at most half its block's step.
+            let bound: f32 = w
+                .iter()
+                .enumerate()
+                .map(|(i, wv)| wv.abs() * a.d[i / 32] / 2.0)
+                .sum();
+            assert!(
+                (y[r] - exact[r]).abs() <= bound * 1.001 + 1e-5,
+                "{fmt} row {r}: {} vs f32 {} (bound {bound})",
+                y[r],
+                exact[r]
+            );
+        }
+    }
+}
+
+#[test]
+fn formats_without_an_8_bit_path_are_an_error() {
+    let pool = Pool::new(1).unwrap();
+    let mut a = Q8Acts::new();
+    a.quantize(&[0.5; 256], 256).unwrap();
+    for fmt in ALL.into_iter().filter(|f| !q8::has_q8_path(*f)) {
+        let m = matrix(fmt, 4, 256, 1);
+        assert!(!m.has_q8_path());
+        let err = m.matmul_q8(&pool, &a, &mut [0.0; 4]).unwrap_err();
+        assert!(err.to_string().contains(fmt.name()), "{err}");
+    }
+    // Activations of the wrong width.
+    let m = matrix(Format::Q4_1, 4, 512, 1);
+    assert!(m.matmul_q8(&pool, &a, &mut [0.0; 4]).is_err());
 }
