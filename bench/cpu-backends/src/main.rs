@@ -1,5 +1,5 @@
-//! `spice-hf-bench-cpu-backends GGUF packed|flex|ndarray [THREADS]`: loads the model on the
-//! packed CPU kernels (`THREADS` threads) or a Burn CPU backend (weights decoded to f32),
+//! `spice-hf-bench-cpu-backends GGUF packed|packed-q8|flex|ndarray [THREADS]`: loads the model on the
+//! packed CPU kernels (`THREADS` threads; `packed-q8`: with 8-bit activations) or a Burn CPU backend (weights decoded to f32),
 //! prefills a 128-token prompt, decodes 128 tokens greedily (end of turn ignored) and prints one
 //! JSON line of timings and the process's peak RSS. Run by `cargo xtask bench infer`, one
 //! process per run so each peak RSS is its own.
@@ -17,7 +17,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use spice_hf_models::footprint::peak_rss;
 use spice_hf_models::generate::{Flow, GenerateParams, generate};
-use spice_hf_models::llama::Compute;
+use spice_hf_models::llama::{Activations, Compute, CpuOptions};
 use spice_hf_models::loaded::ModelFiles;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,11 +27,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return convert::run(&rest);
     }
     let (Some(path), Some(backend)) = (args.next(), args.next()) else {
-        return Err("usage: spice-hf-bench-cpu-backends GGUF packed|flex|ndarray [THREADS]".into());
+        return Err("usage: spice-hf-bench-cpu-backends GGUF packed|packed-q8|flex|ndarray [THREADS]".into());
     };
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
     let compute = match backend.as_str() {
         "packed" => Compute::cpu(threads),
+        // The opt-in 8-bit activation path.
+        "packed-q8" => {
+            Compute::Cpu(CpuOptions::new(threads).with_activations(Activations::Q8))
+        }
         "flex" => Compute::Burn(Device::flex()),
         // Deprecated by Burn 0.22 in favour of flex; measured here to show flex earns its place.
         #[allow(deprecated)]

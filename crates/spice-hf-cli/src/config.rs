@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
+use spice_hf_runtime::{Activations, KvDtype};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,6 +71,18 @@ ranged!(Temperature, 0.0, 2.0, "temperature");
 ranged!(Probability, 0.0, 1.0, "probability (top_p, min_p)");
 ranged!(Penalty, 0.01, 10.0, "repetition penalty");
 
+/// A setting written as a string its type parses (`kv_cache: f32`), checked while parsing.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// `threads`, checked while parsing (1 to 1024).
 fn threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     let v = usize::deserialize(d)?;
@@ -106,6 +119,12 @@ pub(crate) struct Params {
     /// Threads for the CPU kernels (1 to 1024; default: the physical cores).
     #[serde(default, deserialize_with = "threads")]
     pub(crate) threads: Option<usize>,
+    /// How the CPU kernels store keys and values: `f16` (default) or `f32`.
+    #[serde(default, deserialize_with = "parsed")]
+    pub(crate) kv_cache: Option<KvDtype>,
+    /// `f32` (default) or `q8`: the CPU kernels' 8-bit activation path.
+    #[serde(default, deserialize_with = "parsed")]
+    pub(crate) activations: Option<Activations>,
     #[serde(default)]
     pub(crate) initial_load: Option<bool>,
     #[serde(default)]

@@ -13,6 +13,7 @@ use spice_hf_hub::{HubClient, ModelRef};
 use spice_hf_models::chat::Message;
 use spice_hf_models::footprint::{Usage, WeightStorage, available_memory, peak_rss};
 use spice_hf_models::generate::GenerateParams;
+use spice_hf_models::llama::{Activations, KvDtype};
 use spice_hf_models::loaded::ModelFiles;
 use spice_hf_models::sampling::SamplingParams;
 use spice_hf_runtime::{
@@ -35,6 +36,13 @@ pub(crate) struct ModelArgs {
     /// Threads for the CPU kernels [default: the physical cores].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// How the CPU kernels store keys and values: f16 or f32 (twice the memory).
+    #[arg(long, default_value = "f16", value_name = "f16|f32")]
+    kv_cache: KvDtype,
+    /// f32 (the reference's answers) or q8: activations rounded to 8 bits, faster on the
+    /// formats that have the kernel, logits within a few percent.
+    #[arg(long, default_value = "f32", value_name = "f32|q8")]
+    activations: Activations,
 }
 
 /// Generation settings shared by `run` and `chat`.
@@ -192,6 +200,8 @@ async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> 
     spec.backend = forced_backend(generation.backend.as_deref())?;
     spec.context_length = model.context;
     spec.threads = model.threads.map(usize::from);
+    spec.kv_cache = model.kv_cache;
+    spec.activations = model.activations;
     spec.defaults = generation.params();
     spec.capture_content = false;
     spec.warm_up = false;
@@ -369,6 +379,7 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
         } else {
             WeightStorage::Packed
         },
+        kv: args.model.kv_cache,
     };
     let f = files.footprint(&usage)?;
     println!("model       {}", path.display());

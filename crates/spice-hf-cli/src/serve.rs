@@ -15,7 +15,7 @@ use clap::Args;
 use spice_hf_backend::BackendKind;
 use spice_hf_hub::HubConfig;
 use spice_hf_models::generate::GenerateParams;
-use spice_hf_runtime::{LimiterConfig, ModelSpec, Runtime, Source};
+use spice_hf_runtime::{Activations, KvDtype, LimiterConfig, ModelSpec, Runtime, Source};
 use spice_hf_telemetry::{TaskFilter, TaskHistory, TaskHistoryLayer};
 
 use crate::config::{BackendChoice, Config, ModelEntry, Params, default_name};
@@ -27,7 +27,7 @@ pub(crate) struct ServeArgs {
     #[arg(required_unless_present = "config")]
     model: Option<String>,
     /// Serve the models listed in this YAML file instead.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "name", "max_concurrency", "max_queue", "quant", "context", "threads"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "name", "max_concurrency", "max_queue", "quant", "context", "threads", "kv_cache", "activations"])]
     config: Option<PathBuf>,
     /// The model's id in /v1/models [default: the reference, or the file stem].
     #[arg(long)]
@@ -50,6 +50,13 @@ pub(crate) struct ServeArgs {
     /// Threads for the CPU kernels [default: the physical cores].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// How the CPU kernels store keys and values: f16 or f32 (twice the memory) [default: f16].
+    #[arg(long, value_name = "f16|f32")]
+    kv_cache: Option<KvDtype>,
+    /// f32 (the reference's answers) or q8 (activations rounded to 8 bits: faster, logits
+    /// within a few percent) [default: f32].
+    #[arg(long, value_name = "f32|q8")]
+    activations: Option<Activations>,
     /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
     #[arg(long)]
     backend: Option<String>,
@@ -120,6 +127,8 @@ pub(crate) fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
                     quant: args.quant.clone(),
                     context_length: args.context,
                     threads: args.threads.map(usize::from),
+                    kv_cache: args.kv_cache,
+                    activations: args.activations,
                     ..Params::default()
                 },
             }],
@@ -201,6 +210,8 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
         spec.context_length = c;
     }
     spec.threads = p.threads;
+    spec.kv_cache = p.kv_cache.unwrap_or_default();
+    spec.activations = p.activations.unwrap_or_default();
     spec.initial_load = p.initial_load.unwrap_or(true);
     spec.capture_content = p.capture_content.unwrap_or(true) && !args.no_capture;
     spec.chat_template = p.chat_template.clone();

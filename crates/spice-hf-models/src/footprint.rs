@@ -1,13 +1,15 @@
 //! Memory footprint: what a model will take once loaded (weights as the engine keeps them, the
 //! KV cache of every concurrent sequence, headroom), and the memory the host has free.
 
+use crate::llama::KvDtype;
 use crate::weights::LlamaConfig;
 
 /// How the weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WeightStorage {
-    /// As the file stores them, memory-mapped (the CPU kernels); f16 KV cache.
+    /// As the file stores them, memory-mapped (the CPU kernels); the KV cache in
+    /// [`Usage::kv`].
     Packed,
     /// Decoded to f32 (the Burn graph); f32 KV cache.
     F32,
@@ -24,6 +26,8 @@ pub struct Usage {
     pub headroom: f64,
     /// How the weights are held.
     pub storage: WeightStorage,
+    /// How the packed engine stores keys and values (the f32 graph always uses f32).
+    pub kv: KvDtype,
 }
 
 impl Usage {
@@ -34,6 +38,7 @@ impl Usage {
             sequences: 1,
             headroom: 0.25,
             storage: WeightStorage::Packed,
+            kv: KvDtype::F16,
         }
     }
 }
@@ -58,7 +63,7 @@ impl Footprint {
     /// Estimates the footprint of `cfg` for `usage`.
     pub fn estimate(cfg: &LlamaConfig, parameters: u64, file_bytes: u64, usage: &Usage) -> Self {
         let (weights_bytes, kv_element) = match usage.storage {
-            WeightStorage::Packed => (file_bytes, 2u64),
+            WeightStorage::Packed => (file_bytes, usage.kv.bytes() as u64),
             WeightStorage::F32 => (
                 parameters
                     .saturating_mul(4)

@@ -31,17 +31,127 @@ pub enum KvDtype {
     F32,
 }
 
+/// What the packed engine multiplies the weights with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// f32 activations, weights decoded in registers: the answers of the f32 reference.
+    #[default]
+    F32,
+    /// Activations quantized to 8 bits per block of 32, multiplied in integers (llama.cpp's
+    /// way) for the formats that have the kernel (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K;
+    /// the others stay on f32). Faster; logits move by about 1 % of their spread, so greedy
+    /// answers can differ from the f32 path's.
+    Q8,
+}
+
+impl Activations {
+    /// `f32` or `q8`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Q8 => "q8",
+        }
+    }
+}
+
+impl std::str::FromStr for Activations {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "q8" => Ok(Self::Q8),
+            other => Err(Error::Config(format!(
+                "activations {other:?} are not f32 or q8"
+            ))),
+        }
+    }
+}
+
+impl KvDtype {
+    /// Bytes per stored value.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+
+    /// `f16` or `f32`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            other => Err(Error::Config(format!(
+                "KV cache type {other:?} is not f16 or f32"
+            ))),
+        }
+    }
+}
+
+/// How the packed CPU engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CpuOptions {
+    /// Threads (at least one; [`Compute::cpu_default`] uses the physical cores).
+    pub threads: usize,
+    /// Keys and values in f16 (the default) or f32.
+    pub kv: KvDtype,
+    /// f32 activations (the default) or the 8-bit opt-in.
+    pub activations: Activations,
+}
+
+impl Default for CpuOptions {
+    /// Every physical core, f16 KV cache, f32 activations.
+    fn default() -> Self {
+        Self::new(Pool::default_threads())
+    }
+}
+
+impl CpuOptions {
+    /// `threads` threads, f16 KV cache, f32 activations.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads,
+            kv: KvDtype::F16,
+            activations: Activations::F32,
+        }
+    }
+
+    /// With `threads` threads.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// With keys and values stored as `kv`.
+    pub fn with_kv(mut self, kv: KvDtype) -> Self {
+        self.kv = kv;
+        self
+    }
+
+    /// With `activations`.
+    pub fn with_activations(mut self, activations: Activations) -> Self {
+        self.activations = activations;
+        self
+    }
+}
+
 /// Where and how a model computes.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Compute {
-    /// The CPU kernels over packed weights, on `threads` threads.
-    Cpu {
-        /// Threads (at least one; [`Compute::cpu_default`] uses the physical cores).
-        threads: usize,
-        /// Keys and values in f16 (the default) or f32.
-        kv: KvDtype,
-    },
+    /// The CPU kernels over packed weights.
+    Cpu(CpuOptions),
     /// A Burn graph on `device`, weights decoded to f32 once at load.
     Burn(Device),
 }
@@ -52,12 +162,9 @@ impl Compute {
         Self::cpu(Pool::default_threads())
     }
 
-    /// The CPU kernels on `threads` threads, f16 KV cache.
+    /// The CPU kernels on `threads` threads, f16 KV cache, f32 activations.
     pub fn cpu(threads: usize) -> Self {
-        Self::Cpu {
-            threads,
-            kv: KvDtype::F16,
-        }
+        Self::Cpu(CpuOptions::new(threads))
     }
 }
 
@@ -134,13 +241,14 @@ impl Llama {
         cfg.validate()?;
         let max_context = max_context.clamp(1, cfg.max_positions.max(1));
         let engine = match compute {
-            Compute::Cpu { threads, kv } => {
-                let pool = Pool::new(*threads).map_err(|e| Error::Unsupported(e.to_string()))?;
+            Compute::Cpu(opts) => {
+                let pool =
+                    Pool::new(opts.threads).map_err(|e| Error::Unsupported(e.to_string()))?;
                 Engine::Packed(Box::new(packed::Packed::load(
                     cfg.clone(),
                     tensors,
                     Arc::new(pool),
-                    *kv,
+                    *opts,
                 )?))
             }
             Compute::Burn(device) => {
@@ -210,11 +318,16 @@ impl Llama {
     /// What computes on the packed engine (`cpu kernels: avx2, 2 threads`); `None` on Burn,
     /// whose device says it.
     pub fn compute_detail(&self) -> Option<String> {
-        let threads = self.threads()?;
+        let Engine::Packed(p) = &self.engine else {
+            return None;
+        };
+        let (threads, opts) = (p.threads(), p.options());
         let isa = spice_hf_kernels::isa::current().isa;
         Some(format!(
-            "cpu kernels: {isa}, {threads} thread{}",
-            if threads == 1 { "" } else { "s" }
+            "cpu kernels: {isa}, {threads} thread{}, {} activations, {} KV cache",
+            if threads == 1 { "" } else { "s" },
+            opts.activations.name(),
+            opts.kv.name()
         ))
     }
 

@@ -37,6 +37,8 @@ use std::time::Duration;
 pub use limiter::{Limiter, LimiterConfig, Permit};
 pub use model::{Health, ModelInfo, ModelSpec, ServedModel, Source, SourceFuture};
 pub use session::{Completion, CompletionRequest, CompletionStream, Event, Prompt};
+/// How the CPU kernels run ([`ModelSpec::kv_cache`], [`ModelSpec::activations`]).
+pub use spice_hf_models::llama::{Activations, KvDtype};
 use tokio_util::sync::CancellationToken;
 
 /// Errors of the runtime. [`Error::kind`] maps each to the closed set of metric labels.

@@ -11,7 +11,7 @@ use spice_hf_backend::BackendKind;
 use spice_hf_models::chat::ChatTemplate;
 use spice_hf_models::footprint::{Footprint, Usage, WeightStorage, available_memory, peak_rss};
 use spice_hf_models::generate::{Flow, GenerateParams};
-use spice_hf_models::llama::Compute;
+use spice_hf_models::llama::{Activations, Compute, CpuOptions, KvDtype};
 use spice_hf_models::loaded::{LoadedModel, ModelFiles};
 use spice_hf_telemetry::names;
 use tokio::sync::OnceCell;
@@ -73,6 +73,12 @@ pub struct ModelSpec {
     pub warm_up: bool,
     /// Threads the CPU kernels use (`None`: the physical cores). Ignored on GPU backends.
     pub threads: Option<usize>,
+    /// How the CPU kernels store keys and values (f16 by default; f32 doubles the cache for
+    /// the f32 reference's exact attention). Counted in the memory preflight.
+    pub kv_cache: KvDtype,
+    /// f32 activations (default) or the opt-in 8-bit path of the CPU kernels (faster, logits
+    /// within a few percent). Ignored on GPU backends.
+    pub activations: Activations,
 }
 
 impl ModelSpec {
@@ -93,6 +99,8 @@ impl ModelSpec {
             health_prompt: "ping".to_string(),
             warm_up: true,
             threads: None,
+            kv_cache: KvDtype::F16,
+            activations: Activations::F32,
         }
     }
 
@@ -379,6 +387,7 @@ impl ServedModel {
                 } else {
                     WeightStorage::F32
                 },
+                kv: spec.kv_cache,
             };
             let footprint = files
                 .footprint(&usage)
@@ -410,10 +419,13 @@ impl ServedModel {
             }
             // The CPU backend runs our kernels over the packed weights; GPU devices run Burn.
             let compute = if choice.kind == BackendKind::Cpu {
-                match spec.threads {
-                    Some(threads) => Compute::cpu(threads),
-                    None => Compute::cpu_default(),
+                let mut cpu = CpuOptions::default()
+                    .with_kv(spec.kv_cache)
+                    .with_activations(spec.activations);
+                if let Some(threads) = spec.threads {
+                    cpu = cpu.with_threads(threads);
                 }
+                Compute::Cpu(cpu)
             } else {
                 Compute::Burn(choice.device.clone())
             };

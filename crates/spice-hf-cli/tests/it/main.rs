@@ -824,6 +824,52 @@ async fn run_smollm2_gguf_answers_paris() {
     }
 }
 
+/// The CPU kernels' options through the binary: the 8-bit activation path with an f32 KV cache
+/// still answers the golden question (its logits move by a few percent, so only the answer's
+/// sense is checked), and says what it ran on; an unknown value names the ones it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_q8_activations_and_an_f32_kv_cache() {
+    let Some(gguf) = fixtures::smollm2_gguf_or_skip() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let out = output({
+        let mut c = spice("http://127.0.0.1:9", cache.path());
+        c.args(["run"]).arg(&gguf).args([
+            "--prompt",
+            "What is the capital of France?",
+            "--json",
+            "--context",
+            "256",
+            "--backend",
+            "cpu",
+            "--activations",
+            "q8",
+            "--kv-cache",
+            "f32",
+        ]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Paris"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let device = v["device"].as_str().unwrap();
+    assert!(device.contains("q8 activations, f32 KV cache"), "{device}");
+    let bad = output({
+        let mut c = spice("http://127.0.0.1:9", cache.path());
+        c.args(["run"])
+            .arg(&gguf)
+            .args(["--prompt", "hi", "--activations", "q4"]);
+        c
+    })
+    .await;
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(err.contains("\"q4\" are not f32 or q8"), "{err}");
+}
+
 /// Runs `spice-hf` with `stdin` piped in.
 async fn with_stdin(mut cmd: Command, input: &'static str) -> Output {
     tokio::task::spawn_blocking(move || {

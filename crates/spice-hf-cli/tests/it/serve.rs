@@ -556,6 +556,18 @@ async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environmen
         err.contains("temperature 7 is out of range") && err.contains("line 4"),
         "{err}"
     );
+    // A CPU kernel option the engine does not have, with its line.
+    let out = super::output(run(format!(
+        "models:\n  - from: {}\n    params:\n      kv_cache: f16\n      activations: q4\n",
+        model_dir.display()
+    )))
+    .await;
+    assert!(!out.status.success());
+    let err = super::text(&out.stderr);
+    assert!(
+        err.contains("activations \"q4\" are not f32 or q8") && err.contains("line 5"),
+        "{err}"
+    );
     // A mistake next to secrets: the error names the line and the key, never the neighbours.
     for (yaml, key) in [
         (

@@ -10,14 +10,43 @@ use std::sync::Arc;
 use half::f16;
 use spice_hf_kernels::matrix::{Pool, QMatrix};
 use spice_hf_kernels::ops::{self, RopeLayout};
+use spice_hf_kernels::q8::Q8Acts;
 
-use super::KvDtype;
+use super::{Activations, CpuOptions, KvDtype};
 use crate::tensors::TensorSet;
 use crate::weights::LlamaConfig;
 use crate::{Error, Result};
 
 fn kernel_err(what: &str) -> impl Fn(spice_hf_kernels::Error) -> Error + '_ {
     move |e| Error::Config(format!("{what}: {e}"))
+}
+
+/// `y = x Wᵀ` for `s` tokens: on the 8-bit path when the model runs it and `w`'s format has
+/// it (`xq` then holds `x` quantized), else in f32.
+fn linear(
+    m: &Packed,
+    w: &QMatrix,
+    what: &str,
+    x: &[f32],
+    xq: &Q8Acts,
+    y: &mut [f32],
+    s: usize,
+) -> Result<()> {
+    if m.q8 && w.has_q8_path() {
+        w.matmul_q8(&m.pool, xq, y)
+    } else {
+        w.matmul(&m.pool, x, y, s)
+    }
+    .map_err(kernel_err(what))
+}
+
+/// Quantizes `x` (`cols` values per token) into `xq` when the model runs the 8-bit path.
+fn quantize(m: &Packed, x: &[f32], cols: usize, xq: &mut Q8Acts) -> Result<()> {
+    if m.q8 {
+        xq.quantize(x, cols)
+            .map_err(kernel_err("quantizing activations"))?;
+    }
+    Ok(())
 }
 
 /// RMSNorm over each of the `rows` rows of `x` (`len` values each) into `out`.
@@ -94,15 +123,34 @@ impl Attention {
         let (nh, kvh, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim());
         let (qd, kvd) = (nh * hd, kvh * hd);
         let pool = &m.pool;
-        self.wq
-            .matmul(pool, &sc.xn, &mut sc.q[..s * qd], s)
-            .map_err(kernel_err("q_proj"))?;
-        self.wk
-            .matmul(pool, &sc.xn, &mut sc.k[..s * kvd], s)
-            .map_err(kernel_err("k_proj"))?;
-        self.wv
-            .matmul(pool, &sc.xn, &mut sc.v[..s * kvd], s)
-            .map_err(kernel_err("v_proj"))?;
+        quantize(m, &sc.xn, cfg.hidden, &mut sc.xq)?;
+        linear(
+            m,
+            &self.wq,
+            "q_proj",
+            &sc.xn,
+            &sc.xq,
+            &mut sc.q[..s * qd],
+            s,
+        )?;
+        linear(
+            m,
+            &self.wk,
+            "k_proj",
+            &sc.xn,
+            &sc.xq,
+            &mut sc.k[..s * kvd],
+            s,
+        )?;
+        linear(
+            m,
+            &self.wv,
+            "v_proj",
+            &sc.xn,
+            &sc.xq,
+            &mut sc.v[..s * kvd],
+            s,
+        )?;
         let half = hd / 2;
         for i in 0..s {
             let (cos, sin) = (
@@ -150,9 +198,17 @@ impl Attention {
                     .for_each_init(Vec::new, |scores, (idx, out)| head_out(idx, out, scores))
             });
         }
-        self.wo
-            .matmul(pool, &sc.att[..s * qd], &mut sc.proj[..s * cfg.hidden], s)
-            .map_err(kernel_err("o_proj"))
+        let att = &sc.att[..s * qd];
+        quantize(m, att, qd, &mut sc.xq)?;
+        linear(
+            m,
+            &self.wo,
+            "o_proj",
+            att,
+            &sc.xq,
+            &mut sc.proj[..s * cfg.hidden],
+            s,
+        )
     }
 }
 
@@ -174,18 +230,32 @@ impl Mlp {
     }
 
     /// `down(silu(gate(xn)) * up(xn))` into `sc.proj`.
-    fn forward(&self, pool: &Pool, sc: &mut Scratch, s: usize, cfg: &LlamaConfig) -> Result<()> {
+    fn forward(&self, m: &Packed, sc: &mut Scratch, s: usize) -> Result<()> {
+        let cfg = &m.cfg;
         let n = s * cfg.intermediate;
-        self.gate
-            .matmul(pool, &sc.xn, &mut sc.gate[..n], s)
-            .map_err(kernel_err("gate_proj"))?;
-        self.up
-            .matmul(pool, &sc.xn, &mut sc.up[..n], s)
-            .map_err(kernel_err("up_proj"))?;
+        quantize(m, &sc.xn, cfg.hidden, &mut sc.xq)?;
+        linear(
+            m,
+            &self.gate,
+            "gate_proj",
+            &sc.xn,
+            &sc.xq,
+            &mut sc.gate[..n],
+            s,
+        )?;
+        linear(m, &self.up, "up_proj", &sc.xn, &sc.xq, &mut sc.up[..n], s)?;
         ops::silu_mul(&mut sc.gate[..n], &sc.up[..n]);
-        self.down
-            .matmul(pool, &sc.gate[..n], &mut sc.proj[..s * cfg.hidden], s)
-            .map_err(kernel_err("down_proj"))
+        let g = &sc.gate[..n];
+        quantize(m, g, cfg.intermediate, &mut sc.xq)?;
+        linear(
+            m,
+            &self.down,
+            "down_proj",
+            g,
+            &sc.xq,
+            &mut sc.proj[..s * cfg.hidden],
+            s,
+        )
     }
 }
 
@@ -225,7 +295,7 @@ impl Block {
             .zip(&sc.proj[..n])
             .for_each(|(x, p)| *x += p);
         norm_rows(&sc.x[..n], &self.mlp_norm, eps, &mut sc.xn[..n]);
-        self.mlp.forward(&m.pool, sc, s, &m.cfg)?;
+        self.mlp.forward(m, sc, s)?;
         sc.x[..n]
             .iter_mut()
             .zip(&sc.proj[..n])
@@ -307,6 +377,8 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     scores: Vec<f32>,
+    /// The input of the next linears, quantized (8-bit path only).
+    xq: Q8Acts,
     cos: Vec<f32>,
     sin: Vec<f32>,
     logits: Vec<f32>,
@@ -362,6 +434,8 @@ pub(crate) struct Packed {
     layout: RopeLayout,
     pool: Arc<Pool>,
     kv: KvDtype,
+    /// Whether linears with an 8-bit kernel take quantized activations.
+    q8: bool,
 }
 
 impl Packed {
@@ -370,7 +444,7 @@ impl Packed {
         cfg: LlamaConfig,
         t: &TensorSet,
         pool: Arc<Pool>,
-        kv: KvDtype,
+        opts: CpuOptions,
     ) -> Result<Self> {
         let (h, v) = (cfg.hidden, cfg.vocab);
         let embed = t.matrix("model.embed_tokens.weight", v, h)?;
@@ -391,7 +465,8 @@ impl Packed {
             lm_head,
             cfg,
             pool,
-            kv,
+            kv: opts.kv,
+            q8: opts.activations == Activations::Q8,
         })
     }
 
@@ -430,6 +505,17 @@ impl Packed {
             self.lm_head.byte_len()
         };
         mats.sum::<usize>() + self.embed.byte_len() + head
+    }
+
+    /// How it was configured (its pool's threads, KV dtype, activations).
+    pub(crate) fn options(&self) -> CpuOptions {
+        CpuOptions::new(self.threads())
+            .with_kv(self.kv)
+            .with_activations(if self.q8 {
+                Activations::Q8
+            } else {
+                Activations::F32
+            })
     }
 
     /// Threads it computes on.
@@ -501,9 +587,17 @@ impl Packed {
             &mut sc.xn[..rows * h],
         );
         sc.logits.resize(rows * cfg.vocab, 0.0);
-        self.lm_head
-            .matmul(&self.pool, &sc.xn[..rows * h], &mut sc.logits, rows)
-            .map_err(kernel_err("lm_head"))?;
+        let xn = &sc.xn[..rows * h];
+        quantize(self, xn, h, &mut sc.xq)?;
+        linear(
+            self,
+            &self.lm_head,
+            "lm_head",
+            xn,
+            &sc.xq,
+            &mut sc.logits,
+            rows,
+        )?;
         Ok(sc.logits.clone())
     }
 }

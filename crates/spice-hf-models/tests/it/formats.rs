@@ -5,7 +5,7 @@
 use half::{bf16, f16};
 use safetensors::tensor::{Dtype, TensorView};
 use spice_hf_models::gguf::GgufFile;
-use spice_hf_models::llama::{Compute, KvDtype, Llama};
+use spice_hf_models::llama::{Compute, CpuOptions, KvDtype, Llama};
 use spice_hf_models::tensors::TensorSet;
 use spice_hf_models::weights::{LlamaConfig, load_safetensors_dir};
 use spice_hf_testkit::fixtures::{self, TinyShape};
@@ -33,10 +33,7 @@ fn check_engines(what: &str, cfg: &LlamaConfig, tensors: &TensorSet, want: &[Vec
     let engines = [
         (
             "packed",
-            Compute::Cpu {
-                threads: 2,
-                kv: KvDtype::F32,
-            },
+            Compute::Cpu(CpuOptions::new(2).with_kv(KvDtype::F32)),
         ),
         ("burn", Compute::Burn(cpu())),
     ];
@@ -307,6 +304,7 @@ fn the_footprint_matches_a_hand_computed_table() {
         sequences,
         headroom: 0.25,
         storage,
+        kv: KvDtype::F16,
     };
     // (files, usage, parameters, file bytes, weights in memory, KV cache, headroom)
     let table = [
@@ -339,6 +337,19 @@ fn the_footprint_matches_a_hand_computed_table() {
             114_840,
             65_536,
             45_094,
+        ),
+        // Packed with an f32 KV cache (`--kv-cache f32`): twice the cache, 25 % more headroom on it.
+        (
+            &q8,
+            Usage {
+                kv: KvDtype::F32,
+                ..usage(256, 1, WeightStorage::Packed)
+            },
+            107_200,
+            114_840,
+            114_840,
+            131_072,
+            61_478,
         ),
         // The same decoded to f32 for a GPU: the file's size no longer matters.
         (
