@@ -459,7 +459,7 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
         if avx512 { "present" } else { "absent" }
     );
     println!(
-        "{:<6} {:<10} {:>9} {:>14} {:>13} {:>9} {:>10} {:>10}",
+        "{:<6} {:<12} {:>9} {:>14} {:>13} {:>9} {:>10} {:>10}",
         "file",
         "engine",
         "load ms",
@@ -478,6 +478,15 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
                 rounds(3, || {
                     let mut c = Command::new(&harness);
                     c.arg(path).arg("packed").arg(threads.to_string());
+                    c
+                })?,
+            ),
+            (
+                // The opt-in 8-bit activation path (`--activations q8`).
+                "spice-hf q8".into(),
+                rounds(3, || {
+                    let mut c = Command::new(&harness);
+                    c.arg(path).arg("packed-q8").arg(threads.to_string());
                     c
                 })?,
             ),
@@ -507,7 +516,7 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
         for (engine, runs) in &rows {
             let m = |k: &str| median_of(runs, k);
             println!(
-                "{name:<6} {engine:<10} {:>9.0} {:>14.1} {:>13.1} {:>9.0} {:>10.0} {:>10.0}",
+                "{name:<6} {engine:<12} {:>9.0} {:>14.1} {:>13.1} {:>9.0} {:>10.0} {:>10.0}",
                 m("load_ms"),
                 m("prefill_tokens_per_s"),
                 m("decode_tokens_per_s"),
@@ -534,12 +543,21 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
                     .and_then(|e| e[key].as_f64())
                     .unwrap_or(f64::NAN)
         };
+        let q8_ratio = |engine: &str, key: &str| {
+            summary["spice-hf q8"][key].as_f64().unwrap_or(f64::NAN)
+                / summary
+                    .get(engine)
+                    .and_then(|e| e[key].as_f64())
+                    .unwrap_or(f64::NAN)
+        };
         println!(
-            "{name:<6} spice-hf / candle: decode {:.2}x, prefill {:.2}x; / llama.cpp: decode {:.2}x, prefill {:.2}x; peak RSS / file {:.2}",
+            "{name:<6} spice-hf / candle: decode {:.2}x, prefill {:.2}x; / llama.cpp: decode {:.2}x, prefill {:.2}x (q8: {:.2}x, {:.2}x); peak RSS / file {:.2}",
             ratio("candle", "decode_tokens_per_s"),
             ratio("candle", "prefill_tokens_per_s"),
             ratio("llama.cpp", "decode_tokens_per_s"),
             ratio("llama.cpp", "prefill_tokens_per_s"),
+            q8_ratio("llama.cpp", "decode_tokens_per_s"),
+            q8_ratio("llama.cpp", "prefill_tokens_per_s"),
             summary["spice-hf"]["peak_rss_bytes"]
                 .as_f64()
                 .unwrap_or(f64::NAN)
