@@ -32,7 +32,8 @@ fn linear(
     y: &mut [f32],
     s: usize,
 ) -> Result<()> {
-    if m.q8 && w.has_q8_path() {
+    // `xq` holds this input only when it could be quantized (whole blocks of 32).
+    if m.q8 && w.has_q8_path() && xq.cols() == w.cols() && xq.tokens() == s {
         w.matmul_q8(&m.pool, xq, y)
     } else {
         w.matmul(&m.pool, x, y, s)
@@ -40,9 +41,11 @@ fn linear(
     .map_err(kernel_err(what))
 }
 
-/// Quantizes `x` (`cols` values per token) into `xq` when the model runs the 8-bit path.
+/// Quantizes `x` (`cols` values per token) into `xq` when the model runs the 8-bit path and
+/// the rows are whole blocks of 32 (no quantized matrix takes other widths; an F16 one may, and
+/// then runs in f32).
 fn quantize(m: &Packed, x: &[f32], cols: usize, xq: &mut Q8Acts) -> Result<()> {
-    if m.q8 {
+    if m.q8 && cols.is_multiple_of(32) {
         xq.quantize(x, cols)
             .map_err(kernel_err("quantizing activations"))?;
     }
