@@ -1,8 +1,10 @@
 //! AVX2 + FMA + F16C kernels. Each format has a decoder that turns one 32-value chunk into four
 //! registers of f32 weights (scale and minimum applied, in registers, never in memory); generic
 //! loops multiply them with f32 activations: four rows at a time for matrix-vector products
-//! (one load of `x` serves four rows), four tokens at a time for matrix-matrix products (one
-//! decode serves four tokens).
+//! (one load of `x` serves four rows; formats with one scale and minimum per chunk apply them
+//! once per chunk; the next 8 KiB of rows are prefetched), four tokens at a time for
+//! matrix-matrix products (one decode serves four tokens). The second half is the opt-in
+//! 8-bit activation path (`crate::q8`): chunks as bytes, integer dot products.
 //!
 //! Only reached through [`crate::isa`], after `is_x86_feature_detected!` said yes.
 #![allow(unsafe_code)] // Reason: SIMD intrinsics and the raw loads they take.
@@ -23,16 +25,30 @@ trait Block {
     /// Whether [`Block::decode_raw`] is implemented: the chunk is one scale and one minimum
     /// over small integers, so a matrix-vector product applies them once per chunk.
     const RAW: bool = false;
-    /// Decodes chunk `c` of the block at `p`.
+    /// Decodes chunk `c` of the block at `p`. Formats with `RAW` get it from
+    /// [`Block::decode_raw`]; the others implement it (each format implements one of the two).
     ///
     /// # Safety
     /// `p` points at `BYTES` readable bytes, `c < CHUNKS`, and the CPU has AVX2, FMA and F16C.
-    unsafe fn decode(p: *const u8, c: usize) -> W;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decode(p: *const u8, c: usize) -> W {
+        // SAFETY: forwarded contract.
+        let (q, d, m) = unsafe { Self::decode_raw(p, c) };
+        let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+        let mut out = [_mm256_setzero_ps(); 4];
+        for (o, v) in out.iter_mut().zip(q) {
+            *o = _mm256_fmadd_ps(v, d, m);
+        }
+        out
+    }
     /// Chunk `c` as its integer values (in f32) with its scale `d` and minimum `m`: the
     /// weights are `d * q + m`. Only called when `RAW`.
     ///
     /// # Safety
     /// As [`Block::decode`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn decode_raw(p: *const u8, c: usize) -> (W, f32, f32) {
         // SAFETY: forwarded contract.
         (unsafe { Self::decode(p, c) }, 1.0, 0.0)
@@ -106,20 +122,6 @@ fn add_high_bits(q: &mut [__m256i; 4], qh: u32) {
         let bit = _mm256_and_si256(_mm256_srlv_epi32(all, shifts), one);
         *v = _mm256_add_epi32(*v, _mm256_slli_epi32(bit, 4));
     }
-}
-
-/// `q * d + m` for each register.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn scale(q: [__m256i; 4], d: f32, m: f32) -> W {
-    // Plain loops, not `map`: a closure does not inherit `target_feature`, and its intrinsics
-    // would be called out of line.
-    let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-    let mut out = [_mm256_setzero_ps(); 4];
-    for (o, v) in out.iter_mut().zip(q) {
-        *o = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), d, m);
-    }
-    out
 }
 
 /// Eight bytes → eight i32 lanes, zero-extended.
@@ -207,20 +209,6 @@ impl Block for Q8_0 {
             (floats(q), f16_at(p), 0.0)
         }
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, _c: usize) -> W {
-        // SAFETY: 34 readable bytes (the trait's contract); unaligned loads.
-        unsafe {
-            let d = _mm256_set1_ps(f16_at(p));
-            let mut out = [_mm256_setzero_ps(); 4];
-            for (i, o) in out.iter_mut().enumerate() {
-                let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(2 + 8 * i) as *const __m128i));
-                *o = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
-            }
-            out
-        }
-    }
 }
 
 struct Q4_0;
@@ -237,15 +225,6 @@ impl Block for Q4_0 {
             (floats(nibbles(p.add(2))), d, -8.0 * d)
         }
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, _c: usize) -> W {
-        // SAFETY: 18 readable bytes (the trait's contract).
-        unsafe {
-            let d = f16_at(p);
-            scale(nibbles(p.add(2)), d, -8.0 * d)
-        }
-    }
 }
 
 struct Q4_1;
@@ -258,12 +237,6 @@ impl Block for Q4_1 {
     unsafe fn decode_raw(p: *const u8, _c: usize) -> (W, f32, f32) {
         // SAFETY: 20 readable bytes (the trait's contract).
         unsafe { (floats(nibbles(p.add(4))), f16_at(p), f16_at(p.add(2))) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, _c: usize) -> W {
-        // SAFETY: 20 readable bytes (the trait's contract).
-        unsafe { scale(nibbles(p.add(4)), f16_at(p), f16_at(p.add(2))) }
     }
 }
 
@@ -283,17 +256,6 @@ impl Block for Q5_0 {
             (floats(q), d, -16.0 * d)
         }
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, _c: usize) -> W {
-        // SAFETY: 22 readable bytes (the trait's contract); unaligned reads.
-        unsafe {
-            let d = f16_at(p);
-            let mut q = nibbles(p.add(6));
-            add_high_bits(&mut q, std::ptr::read_unaligned(p.add(2) as *const u32));
-            scale(q, d, -16.0 * d)
-        }
-    }
 }
 
 struct Q5_1;
@@ -311,36 +273,10 @@ impl Block for Q5_1 {
             (floats(q), f16_at(p), f16_at(p.add(2)))
         }
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, _c: usize) -> W {
-        // SAFETY: 24 readable bytes (the trait's contract); unaligned reads.
-        unsafe {
-            let mut q = nibbles(p.add(8));
-            add_high_bits(&mut q, std::ptr::read_unaligned(p.add(4) as *const u32));
-            scale(q, f16_at(p), f16_at(p.add(2)))
-        }
-    }
 }
 
-/// Q4_K and Q5_K share everything but the fifth bit.
-///
-/// # Safety
-/// `p` points at a whole block (144 or 176 bytes); `c < 8`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_k4(p: *const u8, c: usize, five: bool) -> W {
-    // SAFETY: forwarded contract.
-    let (q, d, m) = unsafe { decode_k4_raw(p, c, five) };
-    let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-    let mut out = [_mm256_setzero_ps(); 4];
-    for (o, v) in out.iter_mut().zip(q) {
-        *o = _mm256_fmadd_ps(v, d, m);
-    }
-    out
-}
-
-/// Chunk `c` of a Q4_K / Q5_K block as integer values in f32, its scale and its minimum.
+/// Chunk `c` of a Q4_K / Q5_K block as integer values in f32, its scale and its minimum (the
+/// two formats share everything but the fifth bit).
 ///
 /// # Safety
 /// `p` points at a whole block (144 or 176 bytes); `c < 8`.
@@ -384,12 +320,6 @@ impl Block for Q4K {
         // SAFETY: forwarded contract.
         unsafe { decode_k4_raw(p, c, false) }
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, c: usize) -> W {
-        // SAFETY: forwarded contract.
-        unsafe { decode_k4(p, c, false) }
-    }
 }
 
 struct Q5K;
@@ -402,12 +332,6 @@ impl Block for Q5K {
     unsafe fn decode_raw(p: *const u8, c: usize) -> (W, f32, f32) {
         // SAFETY: forwarded contract.
         unsafe { decode_k4_raw(p, c, true) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decode(p: *const u8, c: usize) -> W {
-        // SAFETY: forwarded contract.
-        unsafe { decode_k4(p, c, true) }
     }
 }
 

@@ -792,20 +792,7 @@ async fn run_smollm2_gguf_answers_paris() {
     };
     for backend in backends {
         let cache = tempfile::tempdir().unwrap();
-        let out = output({
-            let mut c = spice("http://127.0.0.1:9", cache.path());
-            c.args(["run"]).arg(&gguf).args([
-                "--prompt",
-                "What is the capital of France?",
-                "--json",
-                "--context",
-                "256",
-                "--backend",
-                backend,
-            ]);
-            c
-        })
-        .await;
+        let out = ask_the_golden_question(&gguf, cache.path(), &["--backend", backend]).await;
         assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert!(
@@ -824,6 +811,23 @@ async fn run_smollm2_gguf_answers_paris() {
     }
 }
 
+/// `spice-hf run GGUF` on the golden question with `extra` flags, `--json`.
+async fn ask_the_golden_question(gguf: &Path, cache: &Path, extra: &[&str]) -> Output {
+    output({
+        let mut c = spice("http://127.0.0.1:9", cache);
+        c.args(["run"]).arg(gguf).args([
+            "--prompt",
+            "What is the capital of France?",
+            "--json",
+            "--context",
+            "256",
+        ]);
+        c.args(extra);
+        c
+    })
+    .await
+}
+
 /// The CPU kernels' options through the binary: the 8-bit activation path with an f32 KV cache
 /// still answers the golden question (its logits move by a few percent, so only the answer's
 /// sense is checked), and says what it ran on; an unknown value names the ones it takes.
@@ -833,24 +837,15 @@ async fn run_takes_q8_activations_and_an_f32_kv_cache() {
         return;
     };
     let cache = tempfile::tempdir().unwrap();
-    let out = output({
-        let mut c = spice("http://127.0.0.1:9", cache.path());
-        c.args(["run"]).arg(&gguf).args([
-            "--prompt",
-            "What is the capital of France?",
-            "--json",
-            "--context",
-            "256",
-            "--backend",
-            "cpu",
-            "--activations",
-            "q8",
-            "--kv-cache",
-            "f32",
-        ]);
-        c
-    })
-    .await;
+    let flags = [
+        "--backend",
+        "cpu",
+        "--activations",
+        "q8",
+        "--kv-cache",
+        "f32",
+    ];
+    let out = ask_the_golden_question(&gguf, cache.path(), &flags).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("Paris"), "{stdout}");
