@@ -226,6 +226,9 @@ impl QMatrix {
         work: impl Fn(&[u8], &mut [f32], usize) + Sync,
     ) {
         let (rb, rows) = (self.row_bytes, self.rows);
+        if tokens == 0 {
+            return;
+        }
         let data = self.data.as_slice();
         let chunk = pool.rows_per_task(rows, self.cols * tokens);
         if tokens == 1 {

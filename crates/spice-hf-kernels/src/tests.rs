@@ -298,6 +298,9 @@ fn shapes_that_do_not_fit_are_errors_not_panics() {
     let mut y = vec![0f32; 4];
     assert!(m.matvec(&pool, &[0.0; 31], &mut y).is_err());
     assert!(m.matmul(&pool, &[0.0; 64], &mut y, 2).is_err());
+    // No tokens at all is an empty product, not a division by zero.
+    m.matmul(&pool, &[], &mut [], 0).unwrap();
+    m.matmul_q8(&pool, &Q8Acts::new(), &mut []).unwrap();
     // A byte range outside its owner.
     let owner: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync> = std::sync::Arc::new(vec![0u8; 8]);
     assert!(Bytes::new(owner.clone(), 4, 8).is_err());
