@@ -536,20 +536,14 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
                 }),
             );
         }
-        let ratio = |engine: &str, key: &str| {
-            summary["spice-hf"][key].as_f64().unwrap_or(f64::NAN)
-                / summary
-                    .get(engine)
-                    .and_then(|e| e[key].as_f64())
-                    .unwrap_or(f64::NAN)
+        let value = |engine: &str, key: &str| {
+            summary
+                .get(engine)
+                .and_then(|e| e[key].as_f64())
+                .unwrap_or(f64::NAN)
         };
-        let q8_ratio = |engine: &str, key: &str| {
-            summary["spice-hf q8"][key].as_f64().unwrap_or(f64::NAN)
-                / summary
-                    .get(engine)
-                    .and_then(|e| e[key].as_f64())
-                    .unwrap_or(f64::NAN)
-        };
+        let ratio = |engine: &str, key: &str| value("spice-hf", key) / value(engine, key);
+        let q8_ratio = |engine: &str, key: &str| value("spice-hf q8", key) / value(engine, key);
         println!(
             "{name:<6} spice-hf / candle: decode {:.2}x, prefill {:.2}x; / llama.cpp: decode {:.2}x, prefill {:.2}x (q8: {:.2}x, {:.2}x); peak RSS / file {:.2}",
             ratio("candle", "decode_tokens_per_s"),

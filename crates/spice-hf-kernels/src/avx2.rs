@@ -400,6 +400,33 @@ fn prefetch_rows(rows: &[u8], row_bytes: usize, first: usize, count: usize) {
     }
 }
 
+/// The rows of a matrix-vector product, four at a time then one by one, each group prefetching
+/// the rows [`PREFETCH_BYTES`] ahead: `four(p)` and `one(p)` dot the rows starting at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn by_row_groups(
+    rows: &[u8],
+    row_bytes: usize,
+    y: &mut [f32],
+    four: impl Fn(*const u8) -> [f32; 4],
+    one: impl Fn(*const u8) -> f32,
+) {
+    let n = y.len();
+    assert!(rows.len() >= n * row_bytes);
+    let ahead = prefetch_rows_ahead(row_bytes);
+    prefetch_rows(rows, row_bytes, 0, ahead);
+    let mut r = 0;
+    while r + 4 <= n {
+        prefetch_rows(rows, row_bytes, r + ahead, 4);
+        y[r..r + 4].copy_from_slice(&four(rows[r * row_bytes..].as_ptr()));
+        r += 4;
+    }
+    while r < n {
+        y[r] = one(rows[r * row_bytes..].as_ptr());
+        r += 1;
+    }
+}
+
 /// Sum of the eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -507,37 +534,19 @@ unsafe fn dot_tokens<B: Block, const T: usize>(
 /// Matrix-vector product over whole rows, four at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn matvec_impl<B: Block>(rows: &[u8], row_bytes: usize, x: &[f32], y: &mut [f32]) {
-    let n = y.len();
-    assert!(rows.len() >= n * row_bytes && row_bytes.is_multiple_of(B::BYTES));
+    assert!(rows.len() >= y.len() * row_bytes && row_bytes.is_multiple_of(B::BYTES));
     let blocks = row_bytes / B::BYTES;
     assert!(x.len() >= blocks * B::CHUNKS * 32);
-    let mut r = 0;
-    let ahead = prefetch_rows_ahead(row_bytes);
-    prefetch_rows(rows, row_bytes, 0, ahead);
-    // SAFETY: the asserts above bound every row and the activations the loops read.
-    unsafe {
-        while r + 4 <= n {
-            prefetch_rows(rows, row_bytes, r + ahead, 4);
-            let v = dot_rows::<B, 4>(
-                rows.as_ptr().add(r * row_bytes),
-                row_bytes,
-                x.as_ptr(),
-                blocks,
-            );
-            y[r..r + 4].copy_from_slice(&v);
-            r += 4;
-        }
-        while r < n {
-            let [v] = dot_rows::<B, 1>(
-                rows.as_ptr().add(r * row_bytes),
-                row_bytes,
-                x.as_ptr(),
-                blocks,
-            );
-            y[r] = v;
-            r += 1;
-        }
-    }
+    let x = x.as_ptr();
+    by_row_groups(
+        rows,
+        row_bytes,
+        y,
+        // SAFETY: `p` starts a row of `rows` with four (one) whole rows from it (by_row_groups'
+        // bounds); the asserts above bound the blocks and the activations.
+        |p| unsafe { dot_rows::<B, 4>(p, row_bytes, x, blocks) },
+        |p| unsafe { dot_rows::<B, 1>(p, row_bytes, x, blocks)[0] },
+    );
 }
 
 /// Matrix-matrix product: every row against every token, four tokens at a time.
@@ -993,34 +1002,14 @@ fn q8_matmul_impl<B: IntBlock>(
     // SAFETY: the asserts above bound every row, every token's activations and every write.
     unsafe {
         if tokens == 1 {
-            let mut r = 0;
-            let ahead = prefetch_rows_ahead(row_bytes);
-            prefetch_rows(rows, row_bytes, 0, ahead);
-            while r + 4 <= n {
-                prefetch_rows(rows, row_bytes, r + ahead, 4);
-                let v = q8_dot_rows::<B, 4>(
-                    rows.as_ptr().add(r * row_bytes),
-                    row_bytes,
-                    xq,
-                    xd,
-                    xs,
-                    blocks,
-                );
-                y[r..r + 4].copy_from_slice(&v);
-                r += 4;
-            }
-            while r < n {
-                let [v] = q8_dot_rows::<B, 1>(
-                    rows.as_ptr().add(r * row_bytes),
-                    row_bytes,
-                    xq,
-                    xd,
-                    xs,
-                    blocks,
-                );
-                y[r] = v;
-                r += 1;
-            }
+            by_row_groups(
+                rows,
+                row_bytes,
+                &mut y[..n],
+                // SAFETY: as for the whole block; `p` starts a row with four (one) rows from it.
+                |p| q8_dot_rows::<B, 4>(p, row_bytes, xq, xd, xs, blocks),
+                |p| q8_dot_rows::<B, 1>(p, row_bytes, xq, xd, xs, blocks)[0],
+            );
             return;
         }
         for r in 0..n {
