@@ -701,11 +701,7 @@ pub(crate) unsafe fn axpy_f16(a: f32, b: &[half::f16], out: &mut [f32]) {
 /// A block format with an 8-bit activation kernel: chunk `c` as 32 bytes of integer values
 /// (unsigned unless `SIGNED`), with the chunk's scale `d` and minimum `m` (weights are
 /// `d * q + m`).
-trait IntBlock {
-    /// Bytes per block.
-    const BYTES: usize;
-    /// 32-value chunks per block.
-    const CHUNKS: usize;
+trait IntBlock: Block {
     /// Whether the values are signed bytes (Q8_0) rather than small unsigned ones.
     const SIGNED: bool;
     /// Decodes chunk `c` of the block at `p`.
@@ -756,8 +752,6 @@ unsafe fn fifth_bits(p: *const u8) -> __m256i {
 }
 
 impl IntBlock for Q8_0 {
-    const BYTES: usize = 34;
-    const CHUNKS: usize = 1;
     const SIGNED: bool = true;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -774,8 +768,6 @@ impl IntBlock for Q8_0 {
 }
 
 impl IntBlock for Q4_0 {
-    const BYTES: usize = 18;
-    const CHUNKS: usize = 1;
     const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -789,8 +781,6 @@ impl IntBlock for Q4_0 {
 }
 
 impl IntBlock for Q4_1 {
-    const BYTES: usize = 20;
-    const CHUNKS: usize = 1;
     const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -801,8 +791,6 @@ impl IntBlock for Q4_1 {
 }
 
 impl IntBlock for Q5_0 {
-    const BYTES: usize = 22;
-    const CHUNKS: usize = 1;
     const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -817,8 +805,6 @@ impl IntBlock for Q5_0 {
 }
 
 impl IntBlock for Q5_1 {
-    const BYTES: usize = 24;
-    const CHUNKS: usize = 1;
     const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -861,8 +847,6 @@ unsafe fn decode_int_k4(p: *const u8, c: usize, five: bool) -> (__m256i, f32, f3
 }
 
 impl IntBlock for Q4K {
-    const BYTES: usize = 144;
-    const CHUNKS: usize = 8;
     const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -873,8 +857,6 @@ impl IntBlock for Q4K {
 }
 
 impl IntBlock for Q5K {
-    const BYTES: usize = 176;
-    const CHUNKS: usize = 8;
     const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
