@@ -302,6 +302,9 @@ pub(crate) async fn run(
     if let Some(h) = &history {
         app = app.with_task_history(h.clone());
     }
+    if let Some(l) = &layer {
+        app = app.with_task_history_writer(l.clone());
+    }
     if let Some(key) = api_key {
         if key.trim().is_empty() {
             bail!("the API key is empty; set a non-empty --api-key or leave it out");

@@ -41,7 +41,7 @@ pub use openai::IGNORED_FIELDS;
 use openai::{ErrorBody, ErrorDetail};
 pub use spice_hf_listen::Limits;
 use spice_hf_runtime::Runtime;
-use spice_hf_telemetry::TaskHistory;
+use spice_hf_telemetry::{TaskHistory, TaskHistoryLayer};
 
 /// Renders the Prometheus text exposition.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -52,6 +52,8 @@ pub struct App {
     runtime: Runtime,
     metrics: Option<MetricsRenderer>,
     history: Option<TaskHistory>,
+    /// The writer whose pending rows a read waits for.
+    history_writer: Option<TaskHistoryLayer>,
     api_key_digest: Option<[u8; 32]>,
     limits: spice_hf_listen::Limits,
 }
@@ -75,6 +77,7 @@ impl App {
             runtime,
             metrics: None,
             history: None,
+            history_writer: None,
             api_key_digest: None,
             limits: spice_hf_listen::Limits::default(),
         }
@@ -96,6 +99,13 @@ impl App {
     /// `/v1/task_history` reads from `history`.
     pub fn with_task_history(mut self, history: TaskHistory) -> Self {
         self.history = Some(history);
+        self
+    }
+
+    /// `/v1/task_history` first waits (at most 10 s) for the rows `writer` has queued, so a
+    /// request that has finished is in the answer (rows are written by a background thread).
+    pub fn with_task_history_writer(mut self, writer: TaskHistoryLayer) -> Self {
+        self.history_writer = Some(writer);
         self
     }
 

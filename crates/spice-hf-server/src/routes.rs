@@ -515,7 +515,14 @@ async fn task_history(
         trace_id: q.trace_id,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    match tokio::task::spawn_blocking(move || history.recent(&filter)).await {
+    let writer = app.history_writer.clone();
+    let read = move || {
+        if let Some(w) = writer {
+            w.flush();
+        }
+        history.recent(&filter)
+    };
+    match tokio::task::spawn_blocking(read).await {
         Ok(Ok(rows)) => axum::Json(json!({"object": "list", "data": rows})).into_response(),
         Ok(Err(e)) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
