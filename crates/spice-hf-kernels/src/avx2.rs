@@ -649,53 +649,6 @@ pub(crate) unsafe fn decode_chunk(fmt: Format, block: &[u8], c: usize, out: &mut
     unsafe { by_format!(fmt, store, block, c, out) }
 }
 
-/// `a · b` with `b` in f16 (any length).
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
-    let n = a.len().min(b.len());
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    // SAFETY: `i + 8 <= n` bounds both loads.
-    unsafe {
-        while i + 8 <= n {
-            let bv = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), bv, acc);
-            i += 8;
-        }
-    }
-    let mut s = hsum(acc);
-    for j in i..n {
-        s += a[j] * b[j].to_f32();
-    }
-    s
-}
-
-/// `out += a * b` with `b` in f16 (any length).
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn axpy_f16(a: f32, b: &[half::f16], out: &mut [f32]) {
-    let n = out.len().min(b.len());
-    let av = _mm256_set1_ps(a);
-    let mut i = 0;
-    // SAFETY: `i + 8 <= n` bounds the loads and the store.
-    unsafe {
-        while i + 8 <= n {
-            let bv = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
-            let o = out.as_mut_ptr().add(i);
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, bv, _mm256_loadu_ps(o)));
-            i += 8;
-        }
-    }
-    for j in i..n {
-        out[j] += a * b[j].to_f32();
-    }
-}
-
 // ---- The 8-bit activation path (see `crate::q8`). ----
 
 /// A block format with an 8-bit activation kernel: chunk `c` as 32 bytes of integer values

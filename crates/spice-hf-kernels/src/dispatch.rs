@@ -10,7 +10,7 @@ use crate::scalar;
 /// Whether `isa` is AVX2 and this CPU really has it (a forced choice never runs code the CPU
 /// lacks).
 #[cfg(target_arch = "x86_64")]
-fn avx2_ok(isa: Isa) -> bool {
+pub(crate) fn avx2_ok(isa: Isa) -> bool {
     isa == Isa::Avx2 && Isa::Avx2.supported()
 }
 
@@ -81,24 +81,31 @@ pub fn decode_chunk_with(isa: Isa, fmt: Format, block: &[u8], c: usize, out: &mu
     format::decode_chunk(fmt, block, c, out)
 }
 
-/// `a · b` with `b` in f16.
-pub(crate) fn dot_f16(isa: Isa, a: &[f32], b: &[half::f16]) -> f32 {
+/// Attention on AVX2 when `isa` allows it, the head size is whole eight-value tiles and keys
+/// and values share a dtype; `false` (nothing written) otherwise. The caller checked the
+/// lengths against `g`.
+#[allow(clippy::too_many_arguments)] // Reason: `attention::attend_with`'s arguments.
+pub(crate) fn attend(
+    isa: Isa,
+    q: &[f32],
+    k: crate::attention::Kv<'_>,
+    v: crate::attention::Kv<'_>,
+    g: crate::attention::Group,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if avx2_ok(isa) {
-        // SAFETY: `avx2_ok` checked the CPU.
-        return unsafe { avx2::dot_f16(a, b) };
+    if avx2_ok(isa) && g.head_dim.is_multiple_of(8) {
+        use crate::attention::{Kv, simd};
+        // SAFETY: `avx2_ok` checked the CPU; the caller bounded every row against `g`.
+        match (k, v) {
+            (Kv::F16(k), Kv::F16(v)) => unsafe { simd::attend(q, k, v, g, scale, scores, out) },
+            (Kv::F32(k), Kv::F32(v)) => unsafe { simd::attend(q, k, v, g, scale, scores, out) },
+            _ => return false,
+        }
+        return true;
     }
-    let _ = isa;
-    scalar::dot_f16(a, b)
-}
-
-/// `out += a * b` with `b` in f16.
-pub(crate) fn axpy_f16(isa: Isa, a: f32, b: &[half::f16], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_ok(isa) {
-        // SAFETY: `avx2_ok` checked the CPU.
-        return unsafe { avx2::axpy_f16(a, b, out) };
-    }
-    let _ = isa;
-    scalar::axpy_f16(a, b, out)
+    let _ = (isa, q, k, v, g, scale, scores, out);
+    false
 }

@@ -2,7 +2,8 @@
 //! ([`format::Format`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and are
 //! decoded in registers while they are multiplied with f32 activations
 //! ([`matrix::QMatrix::matvec`] for decode, [`matrix::QMatrix::matmul`] for prefill), on one
-//! thread pool ([`matrix::Pool`]).
+//! thread pool ([`matrix::Pool`]); attention over an f16 or f32 KV cache is
+//! [`attention::attend`].
 //!
 //! The instruction set is chosen once per process at run time ([`isa::current`]): AVX2 with FMA
 //! and F16C where the CPU has them, else portable scalar code, which is also the reference the
@@ -23,6 +24,7 @@
 //!
 //! This crate has no cargo features.
 
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod dispatch;

@@ -1,10 +1,6 @@
 //! The small per-token operations of a transformer layer, on f32 slices: RMSNorm, RoPE (both
 //! the rotate-half layout of Hugging Face weights and the interleaved one of GGUF files),
-//! softmax, SiLU times up, and the f16 dot and axpy that attention runs over the KV cache.
-
-use half::f16;
-
-use crate::isa::{self, Isa};
+//! softmax and SiLU times up. Attention over the KV cache is [`crate::attention`].
 
 /// `out = x / rms(x) * w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -56,36 +52,4 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
-}
-
-/// `a · b` in f32.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    crate::scalar::dot_f32(a, b)
-}
-
-/// `out += a * b` in f32.
-pub fn axpy_f32(a: f32, b: &[f32], out: &mut [f32]) {
-    for (o, v) in out.iter_mut().zip(b) {
-        *o += a * v;
-    }
-}
-
-/// `a · b` with `b` in f16, on the process's instruction set.
-pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    crate::dispatch::dot_f16(isa::current().isa, a, b)
-}
-
-/// [`dot_f16`] on a given instruction set.
-pub fn dot_f16_with(isa: Isa, a: &[f32], b: &[f16]) -> f32 {
-    crate::dispatch::dot_f16(isa, a, b)
-}
-
-/// `out += a * b` with `b` in f16, on the process's instruction set.
-pub fn axpy_f16(a: f32, b: &[f16], out: &mut [f32]) {
-    crate::dispatch::axpy_f16(isa::current().isa, a, b, out)
-}
-
-/// [`axpy_f16`] on a given instruction set.
-pub fn axpy_f16_with(isa: Isa, a: f32, b: &[f16], out: &mut [f32]) {
-    crate::dispatch::axpy_f16(isa, a, b, out)
 }

@@ -65,29 +65,3 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         .sum();
     acc.iter().sum::<f32>() + tail
 }
-
-/// `a · b` with `b` in f16.
-pub(crate) fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l].to_f32();
-        }
-    }
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y.to_f32())
-        .sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `out += a * b` with `b` in f16.
-pub(crate) fn axpy_f16(a: f32, b: &[half::f16], out: &mut [f32]) {
-    for (o, v) in out.iter_mut().zip(b) {
-        *o += a * v.to_f32();
-    }
-}

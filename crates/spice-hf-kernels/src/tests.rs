@@ -4,6 +4,7 @@
 
 use half::f16;
 
+use crate::attention::{self, Group, Kv};
 use crate::format::{ALL, Format, decode_chunk, decode_row};
 use crate::isa::{self, Isa};
 use crate::matrix::{Bytes, Pool, QMatrix};
@@ -307,28 +308,115 @@ fn shapes_that_do_not_fit_are_errors_not_panics() {
     assert!(Bytes::new(owner, usize::MAX, 2).is_err());
 }
 
+/// Attention over a cache in f64 from the very values stored: scores, a max-shifted softmax,
+/// the weighted sum of the value rows.
+fn attention_f64(q: &[f32], k: &[f64], v: &[f64], g: Group, scale: f64) -> Vec<f64> {
+    let hd = g.head_dim;
+    let mut out = Vec::new();
+    for qr in q.chunks_exact(hd) {
+        let s: Vec<f64> = (0..g.seen)
+            .map(|j| {
+                let row = &k[j * g.stride + g.offset..][..hd];
+                qr.iter().zip(row).map(|(&x, y)| x as f64 * y).sum::<f64>() * scale
+            })
+            .collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        out.extend((0..hd).map(|d| {
+            (0..g.seen)
+                .map(|j| e[j] / sum * v[j * g.stride + g.offset + d])
+                .sum::<f64>()
+        }));
+    }
+    out
+}
+
 #[test]
-fn f16_dot_and_axpy_agree_across_isas_for_every_length() {
+fn attention_equals_an_f64_reference_on_every_isa_and_cache_dtype() {
     let mut rng = Rng(3);
-    for n in [1, 7, 8, 9, 16, 63, 64, 80, 128] {
-        let a = rng.vec(n);
-        let b: Vec<f16> = rng.vec(n).into_iter().map(f16::from_f32).collect();
-        let want: f64 = a.iter().zip(&b).map(|(&x, y)| x as f64 * y.to_f64()).sum();
-        let mag: f64 = a
-            .iter()
-            .zip(&b)
-            .map(|(&x, y)| (x as f64 * y.to_f64()).abs())
-            .sum();
-        for isa in Isa::available() {
-            let got = ops::dot_f16_with(isa, &a, &b) as f64;
-            assert!((got - want).abs() <= 1e-6 * mag.max(1e-30), "{isa} n={n}");
-            let mut out = vec![0.5f32; n];
-            ops::axpy_f16_with(isa, 2.0, &b, &mut out);
-            for i in 0..n {
-                assert_eq!(out[i], 0.5 + 2.0 * b[i].to_f32(), "{isa} n={n} i={i}");
+    // Head sizes on and off the eight-lane tile, query heads per group below, at and above the
+    // four the AVX2 loop holds at once, the second of two key/value heads, no position to many.
+    for hd in [8, 12, 64] {
+        for rep in [1, 3, 5] {
+            for seen in [0, 1, 7, 130] {
+                for big in [false, true] {
+                    let kv_heads = 2;
+                    let g = Group {
+                        stride: kv_heads * hd,
+                        offset: hd,
+                        head_dim: hd,
+                        seen,
+                    };
+                    // Large values push raw scores to ~1e3: the softmax must shift by its max.
+                    let amp = if big { 40.0 } else { 1.0 };
+                    let q: Vec<f32> = rng.vec(rep * hd).iter().map(|x| x * amp).collect();
+                    let raw_k: Vec<f32> =
+                        rng.vec(seen * g.stride).iter().map(|x| x * amp).collect();
+                    let raw_v = rng.vec(seen * g.stride);
+                    let k16: Vec<f16> = raw_k.iter().map(|&x| f16::from_f32(x)).collect();
+                    let v16: Vec<f16> = raw_v.iter().map(|&x| f16::from_f32(x)).collect();
+                    let scale = 1.0 / (hd as f32).sqrt();
+                    let vmax = raw_v.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+                    for isa in Isa::available() {
+                        for half in [true, false] {
+                            let (k, v, kf, vf): (Kv<'_>, Kv<'_>, Vec<f64>, Vec<f64>) = if half {
+                                (
+                                    Kv::F16(&k16),
+                                    Kv::F16(&v16),
+                                    k16.iter().map(|x| x.to_f64()).collect(),
+                                    v16.iter().map(|x| x.to_f64()).collect(),
+                                )
+                            } else {
+                                (
+                                    Kv::F32(&raw_k),
+                                    Kv::F32(&raw_v),
+                                    raw_k.iter().map(|&x| x as f64).collect(),
+                                    raw_v.iter().map(|&x| x as f64).collect(),
+                                )
+                            };
+                            let want = attention_f64(&q, &kf, &vf, g, scale as f64);
+                            let mut out = vec![f32::NAN; rep * hd];
+                            let mut scores = Vec::new();
+                            attention::attend_with(isa, &q, k, v, g, scale, &mut scores, &mut out);
+                            // The output is a convex combination of value rows: its error is
+                            // bounded by the largest value times the scores' f32 error (~1e-3
+                            // relative for scores of ~1e3).
+                            let tol = if big { 2e-3 } else { 1e-5 } * vmax.max(1e-30);
+                            for (i, (&o, w)) in out.iter().zip(&want).enumerate() {
+                                let w = if seen == 0 { 0.0 } else { *w };
+                                assert!(
+                                    (o as f64 - w).abs() <= tol,
+                                    "{isa} f16={half} hd={hd} rep={rep} seen={seen} big={big} [{i}]: {o} vs {w}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "need")]
+fn attention_refuses_a_cache_shorter_than_the_positions_it_is_told_to_see() {
+    let g = Group {
+        stride: 8,
+        offset: 0,
+        head_dim: 8,
+        seen: 3,
+    };
+    let kv = vec![f16::ZERO; 16];
+    attention::attend(
+        &[0.0; 8],
+        Kv::F16(&kv),
+        Kv::F16(&kv),
+        g,
+        1.0,
+        &mut Vec::new(),
+        &mut [0.0; 8],
+    );
 }
 
 #[test]

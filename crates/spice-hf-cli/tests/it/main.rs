@@ -829,8 +829,9 @@ async fn ask_the_golden_question(gguf: &Path, cache: &Path, extra: &[&str]) -> O
 }
 
 /// The CPU kernels' options through the binary: the 8-bit activation path with an f32 KV cache
-/// still answers the golden question (its logits move by a few percent, so only the answer's
-/// sense is checked), and says what it ran on; an unknown value names the ones it takes.
+/// answers and says what it ran on (an f32 cache alone keeps the golden answer); an unknown value names the ones it takes. (Its logits move
+/// by up to 8 % on this model, past the golden answer's near-tie between "The" and "L": how far
+/// they move is the models crate's `smollm2_on_the_q8_path_stays_within_its_stated_distance_of_the_f32_path`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_takes_q8_activations_and_an_f32_kv_cache() {
     let Some(gguf) = fixtures::smollm2_gguf_or_skip() else {
@@ -845,13 +846,30 @@ async fn run_takes_q8_activations_and_an_f32_kv_cache() {
         "--kv-cache",
         "f32",
     ];
+    // The f32 KV cache alone keeps the f32 path's answer.
+    let out = ask_the_golden_question(
+        &gguf,
+        cache.path(),
+        &flags[..2]
+            .iter()
+            .chain(&flags[4..])
+            .copied()
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Paris"), "{}", text(&out.stdout));
     let out = ask_the_golden_question(&gguf, cache.path(), &flags).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("Paris"), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let device = v["device"].as_str().unwrap();
     assert!(device.contains("q8 activations, f32 KV cache"), "{device}");
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() > 0
+            && !v["text"].as_str().unwrap().is_empty(),
+        "{stdout}"
+    );
     let bad = output({
         let mut c = spice("http://127.0.0.1:9", cache.path());
         c.args(["run"])

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use half::f16;
+use spice_hf_kernels::attention::{self, Group, Kv};
 use spice_hf_kernels::matrix::{Pool, QMatrix};
 use spice_hf_kernels::ops::{self, RopeLayout};
 use spice_hf_kernels::q8::Q8Acts;
@@ -172,33 +173,32 @@ impl Attention {
         let total = pos + s;
         let scale = 1.0 / (hd as f32).sqrt();
         let rep = nh / kvh;
-        let (kc, vc) = (&layer.k, &layer.v);
+        let (kc, vc) = (layer.k.rows(), layer.v.rows());
         let q = &sc.q[..s * qd];
-        // One task per (position, head): its scores and its slice of the output.
-        let head_out = |idx: usize, out: &mut [f32], scores: &mut Vec<f32>| {
-            let (i, h) = (idx / nh, idx % nh);
-            let g = h / rep;
-            let qh = &q[i * qd + h * hd..][..hd];
-            let seen = pos + i + 1;
-            scores.clear();
-            scores.extend((0..seen).map(|j| kc.dot(qh, j * kvd + g * hd) * scale));
-            ops::softmax(scores);
-            out.fill(0.0);
-            for (j, &a) in scores.iter().enumerate() {
-                vc.axpy(a, j * kvd + g * hd, out);
-            }
+        // One task per (position, key/value head): the `rep` query heads sharing that head are
+        // scored together, into their slice of the output.
+        let group_out = |idx: usize, out: &mut [f32], scores: &mut Vec<f32>| {
+            let (i, g) = (idx / kvh, idx % kvh);
+            let group = Group {
+                stride: kvd,
+                offset: g * hd,
+                head_dim: hd,
+                seen: pos + i + 1,
+            };
+            let qg = &q[i * qd + g * rep * hd..][..rep * hd];
+            attention::attend(qg, kc, vc, group, scale, scores, out);
         };
         let att = &mut sc.att[..s * qd];
         if s * nh * total < 1 << 14 || pool.threads() == 1 {
-            for (idx, out) in att.chunks_exact_mut(hd).enumerate() {
-                head_out(idx, out, &mut sc.scores);
+            for (idx, out) in att.chunks_exact_mut(rep * hd).enumerate() {
+                group_out(idx, out, &mut sc.scores);
             }
         } else {
             use rayon::prelude::*;
             pool.install(|| {
-                att.par_chunks_mut(hd)
+                att.par_chunks_mut(rep * hd)
                     .enumerate()
-                    .for_each_init(Vec::new, |scores, (idx, out)| head_out(idx, out, scores))
+                    .for_each_init(Vec::new, |scores, (idx, out)| group_out(idx, out, scores))
             });
         }
         let att = &sc.att[..s * qd];
@@ -342,19 +342,11 @@ impl KvStore {
         }
     }
 
-    /// `q · self[at..at + q.len()]`.
-    fn dot(&self, q: &[f32], at: usize) -> f32 {
+    /// Every cached row, for [`attention::attend`].
+    fn rows(&self) -> Kv<'_> {
         match self {
-            Self::F16(s) => ops::dot_f16(q, &s[at..at + q.len()]),
-            Self::F32(s) => ops::dot_f32(q, &s[at..at + q.len()]),
-        }
-    }
-
-    /// `out += a * self[at..at + out.len()]`.
-    fn axpy(&self, a: f32, at: usize, out: &mut [f32]) {
-        match self {
-            Self::F16(s) => ops::axpy_f16(a, &s[at..at + out.len()], out),
-            Self::F32(s) => ops::axpy_f32(a, &s[at..at + out.len()], out),
+            Self::F16(s) => Kv::F16(s),
+            Self::F32(s) => Kv::F32(s),
         }
     }
 }
