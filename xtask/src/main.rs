@@ -68,8 +68,15 @@ fn main() -> Result<()> {
 }
 
 /// The workspace root (the parent of `xtask/`).
+///
+/// From `CARGO_MANIFEST_DIR` as `cargo run` and the test runners set it when the program runs,
+/// before the value baked in at build time: a target directory shared by two checkouts (CI's
+/// clone and a working tree) may hand one of them a binary built in the other.
 pub(crate) fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    manifest_dir
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| ".".into())

@@ -290,6 +290,48 @@ impl Pool {
         self.inner.install(f)
     }
 
+    /// Runs `f` on the pool with the other threads kept awake until it returns: each spins,
+    /// taking the pool's jobs (the products `f` splits) as soon as they appear instead of
+    /// sleeping between them. A decode step is ~200 products separated by short serial work
+    /// (norms, attention), and waking a sleeping thread for each cost more than the product on
+    /// this project's VMs. llama.cpp's threads spin between graph nodes the same way. The
+    /// spinning threads use their cores until `f` returns.
+    pub fn install_spinning<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        if self.threads == 1 {
+            return self.inner.install(f);
+        }
+        /// Sets the flag when dropped, so the spinners stop even if `f` panics.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let done = AtomicBool::new(false);
+        self.inner.install(|| {
+            let caller = rayon::current_thread_index();
+            rayon::in_place_scope(|scope| {
+                for _ in 1..self.threads {
+                    scope.spawn(|_| {
+                        // A spinner the caller's own thread picks up (while it waits for a
+                        // stolen job) returns at once: spinning there would wait for itself.
+                        if rayon::current_thread_index() == caller {
+                            return;
+                        }
+                        while !done.load(Ordering::Acquire) {
+                            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    });
+                }
+                let _done = Done(&done);
+                f()
+            })
+        })
+    }
+
     /// Rows per task so that each thread gets about two tasks (whole groups of four rows),
     /// and small products stay on one thread.
     fn rows_per_task(&self, rows: usize, work_per_row: usize) -> usize {

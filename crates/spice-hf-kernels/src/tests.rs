@@ -634,3 +634,64 @@ fn formats_without_an_8_bit_path_are_an_error() {
     let m = matrix(Format::Q4_1, 4, 512, 1);
     assert!(m.matmul_q8(&pool, &a, &mut [0.0; 4]).is_err());
 }
+
+/// The spinning install: products inside it use every thread and equal the plain pool's; the
+/// spinners stop when the closure returns (the call comes back) and when it panics (the panic
+/// reaches the caller instead of a hang); two callers on one pool at once both finish.
+#[test]
+fn install_spinning_runs_products_returns_and_survives_panics_and_concurrent_callers() {
+    let pool = std::sync::Arc::new(Pool::new(3).unwrap());
+    let m = matrix(Format::Q4_1, 4096, 256, 11);
+    let x = Rng(12).vec(256);
+    let mut want = vec![0f32; 4096];
+    m.matvec(&pool, &x, &mut want).unwrap();
+    let threads_seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let got = pool.install_spinning(|| {
+        let mut y = vec![0f32; 4096];
+        for _ in 0..50 {
+            m.matvec(&pool, &x, &mut y).unwrap();
+        }
+        pool.install(|| {
+            use rayon::prelude::*;
+            (0..64).into_par_iter().for_each(|_| {
+                threads_seen
+                    .lock()
+                    .unwrap()
+                    .insert(rayon::current_thread_index());
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            })
+        });
+        y
+    });
+    assert_eq!(got, want);
+    assert!(
+        threads_seen.lock().unwrap().len() > 1,
+        "the spinners took no work"
+    );
+
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.install_spinning(|| panic!("inside the step"))
+    }));
+    assert!(panicked.is_err());
+
+    let callers: Vec<_> = (0..2)
+        .map(|i| {
+            let (pool, m, x) = (pool.clone(), m.clone(), x.clone());
+            std::thread::spawn(move || {
+                pool.install_spinning(|| {
+                    let mut y = vec![0f32; 4096];
+                    for _ in 0..20 {
+                        m.matvec(&pool, &x, &mut y).unwrap();
+                    }
+                    (i, y)
+                })
+            })
+        })
+        .collect();
+    for c in callers {
+        let (_, y) = c.join().unwrap();
+        assert_eq!(y, want);
+    }
+    // A pool of one runs the closure plainly.
+    assert_eq!(Pool::new(1).unwrap().install_spinning(|| 7), 7);
+}

@@ -540,7 +540,9 @@ impl Packed {
         pos: usize,
         all: bool,
     ) -> Result<Vec<f32>> {
-        let out = self.pool.install(|| self.run_on_pool(ids, cache, pos, all));
+        let out = self
+            .pool
+            .install_spinning(|| self.run_on_pool(ids, cache, pos, all));
         if out.is_err() {
             // Layers that ran before the failure pushed their keys and values: drop them, so
             // the cache still holds exactly `pos` positions.
