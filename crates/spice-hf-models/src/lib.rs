@@ -18,6 +18,7 @@ pub mod chat;
 pub mod footprint;
 pub mod generate;
 pub mod gguf;
+mod heap;
 pub mod llama;
 pub mod loaded;
 pub mod quant;

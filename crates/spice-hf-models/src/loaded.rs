@@ -106,8 +106,11 @@ impl ModelFiles {
                 dir,
             ),
         };
+        let model = Llama::load(cfg, &tensors, context, compute)?;
+        // The tokenizer's construction left freed memory the allocator would keep resident.
+        crate::heap::release_freed();
         Ok(LoadedModel {
-            model: Llama::load(cfg, &tensors, context, compute)?,
+            model,
             tokenizer,
             template,
             source,
