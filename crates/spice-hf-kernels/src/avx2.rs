@@ -519,6 +519,68 @@ unsafe fn dot_rows<B: Block, const R: usize>(
     out
 }
 
+/// Rows up to this many 32-value chunks (16,384 columns) get their activation sums
+/// precomputed on the stack by [`matvec_impl`]; longer ones sum per chunk and row.
+const MAX_SUM_CHUNKS: usize = 512;
+
+/// The sum of the 32 values at `x`.
+///
+/// # Safety
+/// `x` points at 32 readable values; the CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_sum(x: *const f32) -> f32 {
+    // SAFETY: 32 readable values (the caller's contract).
+    unsafe {
+        let a = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x.add(8)));
+        let b = _mm256_add_ps(_mm256_loadu_ps(x.add(16)), _mm256_loadu_ps(x.add(24)));
+        hsum(_mm256_add_ps(a, b))
+    }
+}
+
+/// One row of a `RAW` format dotted with `x`, the chunks' sums of `x` given: `d Σ q x` in
+/// vectors and `m Σx` in scalars, two accumulators of each taking alternate chunks.
+///
+/// # Safety
+/// `row` holds `blocks` blocks of `B`; `x` holds `blocks * B::CHUNKS * 32` values and `sums`
+/// one per chunk; AVX2, FMA and F16C are present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_row_raw<B: Block>(
+    row: *const u8,
+    x: *const f32,
+    sums: *const f32,
+    blocks: usize,
+) -> f32 {
+    // One chunk into one of the two accumulator pairs (named, so they stay in registers).
+    let step = |i: usize, acc: &mut __m256, min: &mut f32| {
+        // SAFETY: chunk `i` and its sum are inside `row` / `x` / `sums` by the contract.
+        unsafe {
+            let xo = x.add(32 * i);
+            let (q, d, m) = B::decode_raw(row.add(i / B::CHUNKS * B::BYTES), i % B::CHUNKS);
+            let mut t = _mm256_mul_ps(q[0], _mm256_loadu_ps(xo));
+            t = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xo.add(8)), t);
+            t = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xo.add(16)), t);
+            t = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xo.add(24)), t);
+            *acc = _mm256_fmadd_ps(t, _mm256_set1_ps(d), *acc);
+            *min += m * *sums.add(i);
+        }
+    };
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut min0, mut min1) = (0f32, 0f32);
+    let chunks = blocks * B::CHUNKS;
+    let mut i = 0;
+    while i + 2 <= chunks {
+        step(i, &mut acc0, &mut min0);
+        step(i + 1, &mut acc1, &mut min1);
+        i += 2;
+    }
+    if i < chunks {
+        step(i, &mut acc0, &mut min0);
+    }
+    hsum(_mm256_add_ps(acc0, acc1)) + (min0 + min1)
+}
+
 /// One row dotted with `T` tokens' activations (`x_stride` values apart).
 ///
 /// # Safety
@@ -562,6 +624,21 @@ fn matvec_impl<B: Block>(rows: &[u8], row_bytes: usize, x: &[f32], y: &mut [f32]
     assert!(rows.len() >= y.len() * row_bytes && row_bytes.is_multiple_of(B::BYTES));
     let blocks = row_bytes / B::BYTES;
     assert!(x.len() >= blocks * B::CHUNKS * 32);
+    let chunks = blocks * B::CHUNKS;
+    if B::RAW && B::ROWS == 1 && chunks <= MAX_SUM_CHUNKS {
+        // Every row needs Σx per chunk for its minimums: summed once here, not once per row.
+        let mut sums = [0f32; MAX_SUM_CHUNKS];
+        for (i, s) in sums[..chunks].iter_mut().enumerate() {
+            // SAFETY: chunk `i < chunks` is inside `x` (asserted above).
+            *s = unsafe { chunk_sum(x.as_ptr().add(32 * i)) };
+        }
+        let (x, sums) = (x.as_ptr(), sums.as_ptr());
+        // SAFETY: `p` starts a whole row of `rows` (by_row_groups' bounds); the asserts above
+        // bound the blocks and the activations, and `sums` holds one sum per chunk.
+        let one = |p| unsafe { dot_row_raw::<B>(p, x, sums, blocks) };
+        by_row_groups(rows, row_bytes, y, |p| [one(p)], one);
+        return;
+    }
     let x = x.as_ptr();
     // SAFETY (every closure): `p` starts a row of `rows` with `G` (one) whole rows from it
     // (by_row_groups' bounds); the asserts above bound the blocks and the activations.
