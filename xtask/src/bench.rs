@@ -567,7 +567,30 @@ fn engines_side_by_side(sh: &Shell, gguf: &Path) -> Result<serde_json::Value> {
             "(llama.cpp: no llama-bench on the PATH or in $LLAMA_BENCH; see docs/deployment.md)"
         );
     }
-    Ok(json!({"threads": threads, "cpu": model, "avx512": avx512, "files": table}))
+    // Scale: a ~1 GiB Q4_K model with random weights (SmolLM2's tokenizer, 40 layers of a
+    // 2,048-wide Llama), one run: peak RSS against the file's size.
+    let synth = work.join("synthetic-q4k-40-layers.gguf");
+    if !synth.is_file() {
+        cmd!(sh, "{harness} synth {gguf} {synth} 40").run()?;
+    }
+    let synth_mib = std::fs::metadata(&synth)?.len() as f64 / 1048576.0;
+    let runs = rounds(1, || {
+        let mut c = Command::new(&harness);
+        c.arg(&synth).arg("packed").arg(threads.to_string());
+        c
+    })?;
+    let rss_mib = median_of(&runs, "peak_rss_bytes") / 1048576.0;
+    println!(
+        "synthetic Q4_K, random weights, {synth_mib:.0} MiB: spice-hf load {:.0} ms, prefill {:.1} tok/s, decode {:.2} tok/s, peak RSS {rss_mib:.0} MiB = {:.2}x the file",
+        median_of(&runs, "load_ms"),
+        median_of(&runs, "prefill_tokens_per_s"),
+        median_of(&runs, "decode_tokens_per_s"),
+        rss_mib / synth_mib
+    );
+    Ok(json!({
+        "threads": threads, "cpu": model, "avx512": avx512, "files": table,
+        "synthetic_q4k": {"file_bytes": std::fs::metadata(&synth)?.len(), "runs": runs},
+    }))
 }
 
 /// `bench serve`: SmolLM2 behind `spice-hf serve` (max_concurrency 1, queue 16), 1 then 4

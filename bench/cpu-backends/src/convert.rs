@@ -80,31 +80,47 @@ pub(crate) fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             tensors.push((t, same, raw));
         }
     }
+    let tensors: Vec<(&str, &[u64], u32, &[u8])> = tensors
+        .iter()
+        .map(|(t, ty, data)| (t.name.as_str(), t.dims.as_slice(), *ty, data.as_slice()))
+        .collect();
+    write_gguf(output.as_ref(), &g.metadata, g.alignment as usize, &tensors)
+}
+
+/// Writes a GGUF v3 file: `metadata` value for value, then each tensor `(name, dims ne0
+/// first, GGML type id, bytes)` aligned to `align`.
+pub(crate) fn write_gguf(
+    output: &std::path::Path,
+    metadata: &std::collections::BTreeMap<String, MetaValue>,
+    align: usize,
+    tensors: &[(&str, &[u64], u32, &[u8])],
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Vec::new();
     w.extend(0x4655_4747u32.to_le_bytes());
     w.extend(3u32.to_le_bytes());
     w.extend((tensors.len() as u64).to_le_bytes());
-    w.extend((g.metadata.len() as u64).to_le_bytes());
-    for (k, v) in &g.metadata {
+    w.extend((metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
         put_str(&mut w, k);
         w.extend(meta_type(v).to_le_bytes());
         put_value(&mut w, v);
     }
-    let align = g.alignment as usize;
     let mut offset = 0usize;
-    for (t, ty, data) in &tensors {
-        put_str(&mut w, &t.name);
-        w.extend((t.dims.len() as u32).to_le_bytes());
-        t.dims.iter().for_each(|d| w.extend(d.to_le_bytes()));
+    for (name, dims, ty, data) in tensors {
+        put_str(&mut w, name);
+        w.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| w.extend(d.to_le_bytes()));
         w.extend(ty.to_le_bytes());
         w.extend((offset as u64).to_le_bytes());
         offset += data.len().next_multiple_of(align);
     }
     w.resize(w.len().next_multiple_of(align), 0);
-    for (_, _, data) in &tensors {
-        w.extend(data);
-        w.resize(w.len().next_multiple_of(align), 0);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(output)?);
+    file.write_all(&w)?;
+    for (_, _, _, data) in tensors {
+        file.write_all(data)?;
+        file.write_all(&vec![0u8; data.len().next_multiple_of(align) - data.len()])?;
     }
-    std::fs::File::create(output)?.write_all(&w)?;
+    file.flush()?;
     Ok(())
 }

@@ -6,11 +6,14 @@
 //!
 //! `spice-hf-bench-cpu-backends convert IN.gguf OUT.gguf q8_0|f16` rewrites every matrix of a
 //! GGUF in another format (metadata and 1-D tensors as they are), so every engine of the
-//! benchmark reads the same Q8_0 or F16 file.
+//! benchmark reads the same Q8_0 or F16 file; `spice-hf-bench-cpu-backends synth IN.gguf
+//! OUT.gguf LAYERS` writes a synthetic random-weight Q4_K Llama with IN's tokenizer (40 layers:
+//! ~1 GiB) for the benchmark's memory row.
 
 #![allow(clippy::print_stdout)] // Reason: the harness reports on stdout.
 
 mod convert;
+mod synth;
 
 use std::time::Instant;
 
@@ -26,16 +29,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rest: Vec<String> = args.skip(1).collect();
         return convert::run(&rest);
     }
+    if std::env::args().nth(1).as_deref() == Some("synth") {
+        let rest: Vec<String> = args.skip(1).collect();
+        return synth::run(&rest);
+    }
     let (Some(path), Some(backend)) = (args.next(), args.next()) else {
-        return Err("usage: spice-hf-bench-cpu-backends GGUF packed|packed-q8|flex|ndarray [THREADS]".into());
+        return Err(
+            "usage: spice-hf-bench-cpu-backends GGUF packed|packed-q8|flex|ndarray [THREADS]"
+                .into(),
+        );
     };
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
     let compute = match backend.as_str() {
         "packed" => Compute::cpu(threads),
         // The opt-in 8-bit activation path.
-        "packed-q8" => {
-            Compute::Cpu(CpuOptions::new(threads).with_activations(Activations::Q8))
-        }
+        "packed-q8" => Compute::Cpu(CpuOptions::new(threads).with_activations(Activations::Q8)),
         "flex" => Compute::Burn(Device::flex()),
         // Deprecated by Burn 0.22 in favour of flex; measured here to show flex earns its place.
         #[allow(deprecated)]
