@@ -152,6 +152,7 @@ pub(crate) mod simd {
     use half::f16;
 
     use super::Group;
+    use crate::avx2::hsum;
 
     /// A cache element type the AVX2 loop widens eight at a time.
     pub(crate) trait Lanes: Copy {
@@ -178,15 +179,6 @@ pub(crate) mod simd {
             // SAFETY: eight readable f32 (the trait's contract), unaligned load.
             unsafe { _mm256_loadu_ps(p) }
         }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 
     /// Query heads scored per key row this many at a time (their partial sums stay in
