@@ -111,9 +111,11 @@ pub fn attend_with(
         out.fill(0.0);
         return;
     }
-    if crate::dispatch::attend(isa, q, k, v, g, scale, scores, out) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::attend_if_avx2(isa, q, k, v, g, scale, scores, out) {
         return;
     }
+    let _ = isa; // Only x86-64 has another path.
     scalar(q, k, v, g, scale, scores, out)
 }
 
@@ -144,18 +146,45 @@ fn scalar(q: &[f32], k: Kv<'_>, v: Kv<'_>, g: Group, scale: f32, s: &mut [f32], 
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod simd {
+mod simd {
     #![allow(unsafe_code)] // Reason: AVX2 intrinsics and the raw loads they take.
 
     use std::arch::x86_64::*;
 
     use half::f16;
 
-    use super::Group;
+    use super::{Group, Kv};
     use crate::avx2::hsum;
+    use crate::isa::Isa;
+
+    /// Runs [`attend`] when `isa` is AVX2 and this CPU has it, the head size is whole
+    /// eight-value tiles and keys and values share a dtype; `false` (nothing written)
+    /// otherwise. The caller checked the lengths against `g`.
+    #[allow(clippy::too_many_arguments)] // Reason: `attention::attend_with`'s arguments.
+    pub(super) fn attend_if_avx2(
+        isa: Isa,
+        q: &[f32],
+        k: Kv<'_>,
+        v: Kv<'_>,
+        g: Group,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) -> bool {
+        if !(crate::dispatch::avx2_ok(isa) && g.head_dim.is_multiple_of(8)) {
+            return false;
+        }
+        // SAFETY: `avx2_ok` checked the CPU; the caller bounded every row against `g`.
+        match (k, v) {
+            (Kv::F16(k), Kv::F16(v)) => unsafe { attend(q, k, v, g, scale, scores, out) },
+            (Kv::F32(k), Kv::F32(v)) => unsafe { attend(q, k, v, g, scale, scores, out) },
+            _ => return false,
+        }
+        true
+    }
 
     /// A cache element type the AVX2 loop widens eight at a time.
-    pub(crate) trait Lanes: Copy {
+    trait Lanes: Copy {
         /// Eight values from `p` as f32.
         ///
         /// # Safety
@@ -191,7 +220,7 @@ pub(crate) mod simd {
     /// The CPU has AVX2, FMA and F16C; `k` and `v` hold `g.seen * g.stride` values and
     /// `g.offset + g.head_dim <= g.stride` (checked by the caller).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn attend<T: Lanes>(
+    unsafe fn attend<T: Lanes>(
         q: &[f32],
         k: &[T],
         v: &[T],

@@ -1,4 +1,5 @@
-//! The one place that turns an [`Isa`] into a call of the AVX2 or the scalar kernels.
+//! Turns an [`Isa`] into a call of the AVX2 or the scalar matrix kernels (attention does the same
+//! in its own `simd` module, so that it and its kernel stay one file).
 #![allow(unsafe_code)] // Reason: calling `#[target_feature]` kernels after checking the CPU.
 
 #[cfg(target_arch = "x86_64")]
@@ -79,33 +80,4 @@ pub fn decode_chunk_with(isa: Isa, fmt: Format, block: &[u8], c: usize, out: &mu
     }
     let _ = isa;
     format::decode_chunk(fmt, block, c, out)
-}
-
-/// Attention on AVX2 when `isa` allows it, the head size is whole eight-value tiles and keys
-/// and values share a dtype; `false` (nothing written) otherwise. The caller checked the
-/// lengths against `g`.
-#[allow(clippy::too_many_arguments)] // Reason: `attention::attend_with`'s arguments.
-pub(crate) fn attend(
-    isa: Isa,
-    q: &[f32],
-    k: crate::attention::Kv<'_>,
-    v: crate::attention::Kv<'_>,
-    g: crate::attention::Group,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_ok(isa) && g.head_dim.is_multiple_of(8) {
-        use crate::attention::{Kv, simd};
-        // SAFETY: `avx2_ok` checked the CPU; the caller bounded every row against `g`.
-        match (k, v) {
-            (Kv::F16(k), Kv::F16(v)) => unsafe { simd::attend(q, k, v, g, scale, scores, out) },
-            (Kv::F32(k), Kv::F32(v)) => unsafe { simd::attend(q, k, v, g, scale, scores, out) },
-            _ => return false,
-        }
-        return true;
-    }
-    let _ = (isa, q, k, v, g, scale, scores, out);
-    false
 }
