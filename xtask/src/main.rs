@@ -135,6 +135,17 @@ pub(crate) fn ensure_vulkan(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// `cargo install`s a CI tool built quickly rather than fast: both ship with fat LTO and one
+/// codegen unit (five minutes of a cold run on 2 cores) and CI runs each for seconds.
+fn install_tool(sh: &Shell, tool: &str) -> Result<()> {
+    cmd!(sh, "cargo install --locked {tool}")
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
+        .run()
+        .with_context(|| format!("installing {tool}"))
+}
+
 fn ensure_tools(sh: &Shell) -> Result<()> {
     step("tools and fixtures");
     ensure_vulkan(sh)?;
@@ -145,9 +156,7 @@ fn ensure_tools(sh: &Shell) -> Result<()> {
         .run()
         .is_err()
     {
-        cmd!(sh, "cargo install --locked cargo-deny")
-            .run()
-            .context("installing cargo-deny")?;
+        install_tool(sh, "cargo-deny")?;
     }
     if cmd!(sh, "cargo nextest --version")
         .quiet()
@@ -156,9 +165,7 @@ fn ensure_tools(sh: &Shell) -> Result<()> {
         .run()
         .is_err()
     {
-        cmd!(sh, "cargo install --locked cargo-nextest")
-            .run()
-            .context("installing cargo-nextest")?;
+        install_tool(sh, "cargo-nextest")?;
     }
     cmd!(
         sh,
