@@ -147,6 +147,15 @@ pub enum Error {
     /// The cache refused or failed (unsafe path, verification, lock, space, I/O).
     #[error(transparent)]
     Cache(#[from] spice_hf_cache::Error),
+    /// A blocking task of the pull (the cache lock, the space reservation) panicked or was
+    /// cancelled with its runtime: a bug or a shutdown, never the repository's fault.
+    #[error("the pull's {task} task failed ({reason}); retry, and report it if it persists")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// The panic or cancellation.
+        reason: String,
+    },
 }
 
 fn request_id_suffix(id: &Option<String>) -> String {

@@ -20,7 +20,9 @@
 //!
 //! This crate has no cargo features.
 
+mod api;
 mod client;
+mod download;
 mod error;
 mod model_ref;
 mod pull;
@@ -29,11 +31,13 @@ mod select;
 #[cfg(test)]
 mod tests;
 mod token;
+mod transport;
 
-pub use client::{DEFAULT_ENDPOINT, HubClient, HubConfig, RangeParallel, RemoteFile};
+pub use client::{DEFAULT_ENDPOINT, HubClient, HubConfig, RemoteFile};
+pub use download::{NoProgress, Progress, RangeParallel};
 pub use error::Error;
 pub use model_ref::{ModelRef, is_commit, validate_revision};
-pub use pull::{NoProgress, Progress, PullOptions, PullReport, PulledFile, PulledState};
+pub use pull::{PullOptions, PullReport, PulledFile, PulledState};
 pub use retry::{RetryPolicy, Schedule};
 pub use select::{Selection, gguf_quant_matches};
 pub use token::{HfToken, TokenSource, env_truthy, resolve_token};

@@ -16,6 +16,13 @@ impl ModelRef {
     /// 40-hex commit or a plain name (`[A-Za-z0-9_.-]`, plus `refs/pr/N` and
     /// `refs/convert/NAME`) is rejected, never rewritten.
     pub fn parse(input: &str) -> Result<Self> {
+        Self::parse_noting_revision(input).map(|(r, _)| r)
+    }
+
+    /// Parses like [`ModelRef::parse`] and says whether `input` named a revision
+    /// (`org/name@rev`) rather than taking `main`: the cache commands read `org/name` alone as
+    /// every cached revision.
+    pub fn parse_noting_revision(input: &str) -> Result<(Self, bool)> {
         let bad = |reason: String| Error::InvalidRef {
             input: input.to_string(),
             reason,
@@ -38,6 +45,7 @@ impl ModelRef {
             None => (rest, ""),
         };
         spice_hf_cache::validate_repo_id(repo).map_err(|e| bad(e.to_string()))?;
+        let given = !revision.is_empty();
         let revision = match revision {
             "" | "latest" => "main".to_string(),
             rev => {
@@ -45,10 +53,13 @@ impl ModelRef {
                 rev.to_string()
             }
         };
-        Ok(Self {
-            repo: repo.to_string(),
-            revision,
-        })
+        Ok((
+            Self {
+                repo: repo.to_string(),
+                revision,
+            },
+            given,
+        ))
     }
 
     /// A reference from parts, validated like [`ModelRef::parse`].

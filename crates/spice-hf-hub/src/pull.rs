@@ -10,25 +10,8 @@ use spice_hf_cache::{
     Cache, FileState, Manifest, ManifestEntry, PartFile, RangedPart, RevisionDir,
 };
 
+use crate::download::Progress;
 use crate::{Error, HubClient, ModelRef, RangeParallel, RemoteFile, Result, Selection};
-
-/// Hooks for progress display (the CLI draws bars with them). All have empty defaults.
-pub trait Progress: Send + Sync {
-    /// A download starts (`already` bytes were resumed from a `.part` file).
-    fn file_started(&self, _path: &str, _total: u64, _already: u64) {}
-    /// Bytes arrived.
-    fn bytes(&self, _path: &str, _n: u64) {}
-    /// The file is verified and in place.
-    fn file_done(&self, _path: &str) {}
-    /// The file failed.
-    fn file_failed(&self, _path: &str) {}
-}
-
-/// No progress display.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// Options of a pull.
 #[derive(Debug, Clone, Default)]
@@ -156,7 +139,10 @@ impl HubClient {
             let bound = opts.lock_timeout;
             tokio::task::spawn_blocking(move || rev_dir.lock(bound))
                 .await
-                .map_err(|e| Error::Selection(format!("lock task failed: {e}")))??
+                .map_err(|e| Error::Task {
+                    task: "cache lock",
+                    reason: e.to_string(),
+                })??
         };
 
         let mut manifest = match rev_dir.manifest()? {
@@ -225,7 +211,10 @@ impl HubClient {
                 rev_dir.reserve_space(&planned, needed)
             })
             .await
-            .map_err(|e| Error::Selection(format!("reservation task failed: {e}")))??;
+            .map_err(|e| Error::Task {
+                task: "space reservation",
+                reason: e.to_string(),
+            })??;
             Some(reserved)
         };
 
