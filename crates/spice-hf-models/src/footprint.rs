@@ -1,8 +1,8 @@
 //! Memory footprint: what a model will take once loaded (weights as the engine keeps them, the
 //! KV cache of every concurrent sequence, headroom), and the memory the host has free.
 
-use crate::llama::KvDtype;
-use crate::weights::LlamaConfig;
+use crate::config::LlamaConfig;
+use crate::llama::{Compute, KvDtype};
 
 /// How the weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,28 @@ pub enum WeightStorage {
     Packed,
     /// Decoded to f32 (the Burn graph); f32 KV cache.
     F32,
+    /// Decoded to f16 (the Burn graph on a GPU that computes in f16); f32 KV cache.
+    F16,
+}
+
+impl WeightStorage {
+    /// How `compute` holds the weights.
+    pub fn of(compute: &Compute) -> Self {
+        match compute {
+            Compute::Cpu(_) => Self::Packed,
+            Compute::Burn(_) => Self::F32,
+            Compute::BurnF16(_) => Self::F16,
+        }
+    }
+
+    /// Bytes per parameter of a decoded graph; `None` when packed (the file's own size).
+    const fn decoded_bytes(self) -> Option<u64> {
+        match self {
+            Self::Packed => None,
+            Self::F32 => Some(4),
+            Self::F16 => Some(2),
+        }
+    }
 }
 
 /// What the model will be asked to hold.
@@ -26,7 +48,7 @@ pub struct Usage {
     pub headroom: f64,
     /// How the weights are held.
     pub storage: WeightStorage,
-    /// How the packed engine stores keys and values (the f32 graph always uses f32).
+    /// How the packed engine stores keys and values (the Burn graph always uses f32).
     pub kv: KvDtype,
 }
 
@@ -48,8 +70,8 @@ impl Usage {
 pub struct Footprint {
     /// Parameters.
     pub parameters: u64,
-    /// Weights in memory: the file's tensor bytes when packed, 4 bytes per parameter (plus the
-    /// transposed LM head of a tied embedding) when decoded to f32.
+    /// Weights in memory: the file's tensor bytes when packed, 4 (f32) or 2 (f16) bytes per
+    /// parameter, plus the transposed LM head of a tied embedding, when decoded.
     pub weights_bytes: u64,
     /// Bytes the weights take on disk.
     pub file_bytes: u64,
@@ -62,18 +84,16 @@ pub struct Footprint {
 impl Footprint {
     /// Estimates the footprint of `cfg` for `usage`.
     pub fn estimate(cfg: &LlamaConfig, parameters: u64, file_bytes: u64, usage: &Usage) -> Self {
-        let (weights_bytes, kv_element) = match usage.storage {
-            WeightStorage::Packed => (file_bytes, usage.kv.bytes() as u64),
-            WeightStorage::F32 => (
+        let (weights_bytes, kv_element) = match usage.storage.decoded_bytes() {
+            None => (file_bytes, usage.kv.bytes() as u64),
+            Some(per_parameter) => (
                 parameters
-                    .saturating_mul(4)
                     .saturating_add(if cfg.tie_embeddings {
-                        (cfg.vocab as u64)
-                            .saturating_mul(cfg.hidden as u64)
-                            .saturating_mul(4)
+                        (cfg.vocab as u64).saturating_mul(cfg.hidden as u64)
                     } else {
                         0
-                    }),
+                    })
+                    .saturating_mul(per_parameter),
                 4,
             ),
         };

@@ -57,6 +57,12 @@ impl FinishReason {
     }
 }
 
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The result of a generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {

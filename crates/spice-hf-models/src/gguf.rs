@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+pub use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 /// `GGUF` in little-endian.
@@ -19,89 +20,6 @@ const MAX_DEPTH: usize = 4;
 /// vocabularies are ~300,000 tokens plus as many merges; each value takes 32 bytes in memory,
 /// so this bounds the metadata at 128 MiB however the file's counts are forged.
 const MAX_VALUES: u64 = 4 << 20;
-
-/// The element type of a tensor, as GGML numbers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GgmlType {
-    /// 32-bit float.
-    F32,
-    /// 16-bit IEEE float.
-    F16,
-    /// 4-bit blocks of 32 with one f16 scale.
-    Q4_0,
-    /// 4-bit blocks of 32 with an f16 scale and minimum.
-    Q4_1,
-    /// 5-bit blocks of 32 with one f16 scale.
-    Q5_0,
-    /// 5-bit blocks of 32 with an f16 scale and minimum.
-    Q5_1,
-    /// 8-bit blocks of 32 with one f16 scale.
-    Q8_0,
-    /// K-quant, 4-bit super-blocks of 256.
-    Q4K,
-    /// K-quant, 5-bit super-blocks of 256.
-    Q5K,
-    /// K-quant, 6-bit super-blocks of 256.
-    Q6K,
-    /// bfloat16.
-    BF16,
-    /// Any other GGML type (recognised in the table, not dequantized).
-    Other(u32),
-}
-
-impl GgmlType {
-    fn from_id(id: u32) -> Self {
-        match id {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            6 => Self::Q5_0,
-            7 => Self::Q5_1,
-            8 => Self::Q8_0,
-            12 => Self::Q4K,
-            13 => Self::Q5K,
-            14 => Self::Q6K,
-            30 => Self::BF16,
-            other => Self::Other(other),
-        }
-    }
-
-    /// (elements per block, bytes per block), or `None` for types we cannot size.
-    pub fn block(self) -> Option<(u64, u64)> {
-        Some(match self {
-            Self::F32 => (1, 4),
-            Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Q5_0 => (32, 22),
-            Self::Q5_1 => (32, 24),
-            Self::Q8_0 => (32, 34),
-            Self::Q4K => (256, 144),
-            Self::Q5K => (256, 176),
-            Self::Q6K => (256, 210),
-            Self::Other(_) => return None,
-        })
-    }
-
-    /// Storage cost in bits per weight (for footprint estimates).
-    pub fn bits_per_weight(self) -> Option<f64> {
-        self.block().map(|(n, b)| b as f64 * 8.0 / n as f64)
-    }
-}
-
-impl std::fmt::Display for GgmlType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Q4K => f.write_str("Q4_K"),
-            Self::Q5K => f.write_str("Q5_K"),
-            Self::Q6K => f.write_str("Q6_K"),
-            Self::Other(id) => write!(f, "ggml type {id}"),
-            other => write!(f, "{other:?}"),
-        }
-    }
-}
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,6 +15,7 @@
 //! This crate has no cargo features yet.
 
 pub mod chat;
+pub mod config;
 pub mod footprint;
 pub mod generate;
 pub mod gguf;
@@ -71,6 +72,17 @@ pub enum Error {
         needed: usize,
         /// Positions available.
         capacity: usize,
+    },
+    /// A token id the model has no embedding for (a tokenizer that does not match the model,
+    /// or ids sent by a client).
+    #[error(
+        "token id {id} is outside the vocabulary of {vocab}; the tokenizer and the model do not match"
+    )]
+    TokenOutOfVocabulary {
+        /// The id.
+        id: u32,
+        /// The model's vocabulary size.
+        vocab: usize,
     },
     /// Something this build does not support.
     #[error("unsupported: {0}")]

@@ -4,8 +4,10 @@
 //! - [`Compute::Cpu`]: weights stay in the file's format in the memory mapping and
 //!   `spice-hf-kernels` multiplies them on a thread pool (`packed`); the KV cache is f16 and
 //!   grows with the sequence.
-//! - [`Compute::Burn`]: a Burn graph on the given device (GPU devices; on the CPU device it is
-//!   the dequantized f32 path the packed engine is tested against).
+//! - [`Compute::Burn`]: a Burn graph on the given device with its matrices in f32 (on the CPU
+//!   device it is the dequantized f32 path the packed engine is tested against);
+//!   [`Compute::BurnF16`] keeps them in f16, half the device memory ([`Compute::gpu`] picks it
+//!   for a GPU that computes in f16).
 
 mod burn;
 mod packed;
@@ -15,8 +17,9 @@ use std::sync::Arc;
 use ::burn::tensor::Device;
 use spice_hf_kernels::matrix::Pool;
 
+use crate::config::LlamaConfig;
 use crate::tensors::TensorSet;
-use crate::weights::{LlamaConfig, dequantize_all};
+use crate::weights::decode;
 use crate::{Error, Result};
 
 pub(crate) use packed::inv_freqs;
@@ -146,14 +149,28 @@ impl CpuOptions {
     }
 }
 
+/// How the Burn engine keeps its large matrices (linear weights, embedding, LM head) on its
+/// device. Products run in f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BurnWeights {
+    /// 4 bytes per parameter: the reference.
+    F32,
+    /// 2 bytes per parameter, widened to f32 as each product reads it.
+    F16,
+}
+
 /// Where and how a model computes.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Compute {
     /// The CPU kernels over packed weights.
     Cpu(CpuOptions),
-    /// A Burn graph on `device`, weights decoded to f32 once at load.
+    /// A Burn graph on `device`, weights decoded to f32 at load (one tensor at a time).
     Burn(Device),
+    /// A Burn graph on `device` with its matrices (linear weights, embedding, LM head) stored
+    /// in f16: half the device memory of [`Compute::Burn`]; products still run in f32. The
+    /// device must compute in f16 ([`Compute::gpu`] checks).
+    BurnF16(Device),
 }
 
 impl Compute {
@@ -165,6 +182,16 @@ impl Compute {
     /// The CPU kernels on `threads` threads, f16 KV cache, f32 activations.
     pub fn cpu(threads: usize) -> Self {
         Self::Cpu(CpuOptions::new(threads))
+    }
+
+    /// A Burn graph on a GPU `device`: matrices in f16 where the device computes in f16
+    /// ([`Compute::BurnF16`]), else in f32.
+    pub fn gpu(device: Device) -> Self {
+        if device.supports_dtype(::burn::tensor::DType::F16) {
+            Self::BurnF16(device)
+        } else {
+            Self::Burn(device)
+        }
     }
 }
 
@@ -251,13 +278,19 @@ impl Llama {
                     *opts,
                 )?))
             }
-            Compute::Burn(device) => {
-                let weights = dequantize_all(tensors, &cfg)?;
+            Compute::Burn(device) | Compute::BurnF16(device) => {
+                let matrices = if matches!(compute, Compute::BurnF16(_)) {
+                    BurnWeights::F16
+                } else {
+                    BurnWeights::F32
+                };
+                let mut source = |name: &str| tensors.get(name).map(|t| decode(tensors, t, &cfg));
                 Engine::Burn(Box::new(burn::BurnLlama::new(
                     cfg.clone(),
-                    weights,
+                    &mut source,
                     max_context,
                     device,
+                    matrices,
                 )?))
             }
         };
@@ -271,7 +304,7 @@ impl Llama {
     /// Builds the Burn graph from f32 host weights (tests, and the f32 reference).
     pub fn from_weights(
         cfg: LlamaConfig,
-        weights: crate::weights::Weights,
+        mut weights: crate::weights::Weights,
         max_context: usize,
         device: &Device,
     ) -> Result<Self> {
@@ -280,9 +313,10 @@ impl Llama {
         Ok(Self {
             engine: Engine::Burn(Box::new(burn::BurnLlama::new(
                 cfg.clone(),
-                weights,
+                &mut |name: &str| weights.remove(name),
                 max_context,
                 device,
+                BurnWeights::F32,
             )?)),
             cfg,
             max_context,
@@ -362,11 +396,11 @@ impl Llama {
                 capacity: cache.capacity,
             });
         }
-        if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
-            return Err(Error::Config(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.cfg.vocab
-            )));
+        if let Some(&id) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
+            return Err(Error::TokenOutOfVocabulary {
+                id,
+                vocab: self.cfg.vocab,
+            });
         }
         Ok(())
     }

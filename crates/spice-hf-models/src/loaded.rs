@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::chat::ChatTemplate;
+use crate::config::LlamaConfig;
 use crate::footprint::{Footprint, Usage};
 use crate::gguf::GgufFile;
 use crate::llama::{Compute, Llama};
 use crate::tensors::TensorSet;
 use crate::tokenizer::Tokenizer;
-use crate::weights::LlamaConfig;
 use crate::{Error, Result};
 
 /// A model ready to generate: architecture, tokenizer, chat template (if it has one).

@@ -1,9 +1,123 @@
-//! Dequantization of GGML block formats to f32, following ggml's reference kernels.
+//! GGML's tensor types ([`GgmlType`]: ids, block sizes, the kernels' format for each) and an
+//! independent f32 dequantizer following ggml's reference kernels (the kernels' decoders are
+//! tested against it).
 
 use half::{bf16, f16};
+use spice_hf_kernels::format::Format;
 
-use crate::gguf::GgmlType;
 use crate::{Error, Result};
+
+/// The element type of a tensor, as GGML numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// 4-bit blocks of 32 with one f16 scale.
+    Q4_0,
+    /// 4-bit blocks of 32 with an f16 scale and minimum.
+    Q4_1,
+    /// 5-bit blocks of 32 with one f16 scale.
+    Q5_0,
+    /// 5-bit blocks of 32 with an f16 scale and minimum.
+    Q5_1,
+    /// 8-bit blocks of 32 with one f16 scale.
+    Q8_0,
+    /// K-quant, 4-bit super-blocks of 256.
+    Q4K,
+    /// K-quant, 5-bit super-blocks of 256.
+    Q5K,
+    /// K-quant, 6-bit super-blocks of 256.
+    Q6K,
+    /// bfloat16.
+    BF16,
+    /// Any other GGML type (recognised in the table, not dequantized).
+    Other(u32),
+}
+
+impl GgmlType {
+    pub(crate) fn from_id(id: u32) -> Self {
+        match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
+            8 => Self::Q8_0,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            30 => Self::BF16,
+            other => Self::Other(other),
+        }
+    }
+
+    /// The format the kernels read it as, if they read it.
+    pub fn format(self) -> Option<Format> {
+        Some(match self {
+            Self::F32 => Format::F32,
+            Self::F16 => Format::F16,
+            Self::BF16 => Format::BF16,
+            Self::Q8_0 => Format::Q8_0,
+            Self::Q4_0 => Format::Q4_0,
+            Self::Q4_1 => Format::Q4_1,
+            Self::Q5_0 => Format::Q5_0,
+            Self::Q5_1 => Format::Q5_1,
+            Self::Q4K => Format::Q4K,
+            Self::Q5K => Format::Q5K,
+            Self::Q6K => Format::Q6K,
+            Self::Other(_) => return None,
+        })
+    }
+
+    /// (elements per block, bytes per block), or `None` for types we cannot size. Float types
+    /// are sized per element (a GGUF tensor of them may have any length); the block formats
+    /// take the kernels' table.
+    pub fn block(self) -> Option<(u64, u64)> {
+        let format = self.format()?;
+        Some(match format {
+            Format::F32 => (1, 4),
+            Format::F16 | Format::BF16 => (1, 2),
+            q => (q.block_values() as u64, q.block_bytes() as u64),
+        })
+    }
+
+    /// Storage cost in bits per weight (for footprint estimates).
+    pub fn bits_per_weight(self) -> Option<f64> {
+        self.block().map(|(n, b)| b as f64 * 8.0 / n as f64)
+    }
+}
+
+impl std::fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Q4K => f.write_str("Q4_K"),
+            Self::Q5K => f.write_str("Q5_K"),
+            Self::Q6K => f.write_str("Q6_K"),
+            Self::Other(id) => write!(f, "ggml type {id}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Little-endian F32, F16 or BF16 values as f32 (any count); `None` for a block format.
+pub(crate) fn float_values(format: Format, raw: &[u8]) -> Option<Vec<f32>> {
+    Some(match format {
+        Format::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Format::F16 => raw.chunks_exact(2).map(h).collect(),
+        Format::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
 
 fn h(b: &[u8]) -> f32 {
     f16::from_le_bytes([b[0], b[1]]).to_f32()
@@ -24,15 +138,13 @@ pub fn dequantize(ty: GgmlType, raw: &[u8], n: usize) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(n);
     let blocks = raw.chunks_exact(bytes);
     match ty {
-        GgmlType::F32 => out.extend(
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
-        GgmlType::F16 => out.extend(raw.chunks_exact(2).map(h)),
-        GgmlType::BF16 => out.extend(
-            raw.chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            // Every float type has a float format: the values are always there.
+            out = ty
+                .format()
+                .and_then(|f| float_values(f, raw))
+                .unwrap_or_default();
+        }
         GgmlType::Q8_0 => {
             for b in blocks {
                 let d = h(b);

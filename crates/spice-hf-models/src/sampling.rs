@@ -29,6 +29,59 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
 }
 
+/// Sampling parameters refused by [`SamplingParams::validate`]: the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSampling {
+    /// The setting (`temperature`, `top_p`, ...).
+    pub field: &'static str,
+    /// What is wrong, and the range it must be in.
+    pub message: String,
+}
+
+/// The ranges OpenAI documents (and llama.cpp and vLLM accept), inclusive.
+pub const TEMPERATURE: (f32, f32) = (0.0, 2.0);
+/// `top_p` and `min_p` (a `top_p` of 0 is refused on its own).
+pub const PROBABILITY: (f32, f32) = (0.0, 1.0);
+/// `repetition_penalty`.
+pub const REPETITION_PENALTY: (f32, f32) = (0.01, 10.0);
+/// `presence_penalty` and `frequency_penalty`.
+pub const PENALTY: (f32, f32) = (-2.0, 2.0);
+
+impl SamplingParams {
+    /// Checks every setting against its range (NaN is out of every range). The one check the
+    /// server, the config file and the command line all run.
+    pub fn validate(&self) -> std::result::Result<(), InvalidSampling> {
+        let checks = [
+            ("temperature", self.temperature, TEMPERATURE),
+            ("top_p", self.top_p, PROBABILITY),
+            ("min_p", self.min_p, PROBABILITY),
+            (
+                "repetition_penalty",
+                self.repetition_penalty,
+                REPETITION_PENALTY,
+            ),
+            ("presence_penalty", self.presence_penalty, PENALTY),
+            ("frequency_penalty", self.frequency_penalty, PENALTY),
+        ];
+        for (field, v, (lo, hi)) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(InvalidSampling {
+                    field,
+                    message: format!("{v} is out of range; it must be between {lo} and {hi}"),
+                });
+            }
+        }
+        if self.top_p == 0.0 {
+            return Err(InvalidSampling {
+                field: "top_p",
+                message: "must be greater than 0".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

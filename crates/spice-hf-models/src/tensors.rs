@@ -14,8 +14,7 @@ use spice_hf_kernels::format::Format;
 use spice_hf_kernels::matrix::{Bytes, QMatrix};
 use spice_hf_kernels::ops::RopeLayout;
 
-use crate::gguf::{GgmlType, GgufFile};
-use crate::weights::hf_name;
+use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
 /// One stored tensor: its format, PyTorch shape and bytes (in the mapping).
@@ -40,45 +39,57 @@ impl TensorRef {
     /// Decodes every value to f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let raw = self.bytes.as_slice();
-        match self.format {
-            // Float tensors may have any length; the block decoder wants blocks of 32.
-            Format::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Format::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Format::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => {
-                let mut out = vec![0f32; self.elements()];
-                spice_hf_kernels::format::decode_row(self.format, raw, &mut out);
-                out
-            }
-        }
+        // Float tensors may have any length; the block decoder wants blocks of 32.
+        crate::quant::float_values(self.format, raw).unwrap_or_else(|| {
+            let mut out = vec![0f32; self.elements()];
+            spice_hf_kernels::format::decode_row(self.format, raw, &mut out);
+            out
+        })
     }
 }
 
-/// The format a GGML tensor type is stored in, if the kernels read it.
-pub fn format_of(t: GgmlType) -> Option<Format> {
-    Some(match t {
-        GgmlType::F32 => Format::F32,
-        GgmlType::F16 => Format::F16,
-        GgmlType::BF16 => Format::BF16,
-        GgmlType::Q8_0 => Format::Q8_0,
-        GgmlType::Q4_0 => Format::Q4_0,
-        GgmlType::Q4_1 => Format::Q4_1,
-        GgmlType::Q5_0 => Format::Q5_0,
-        GgmlType::Q5_1 => Format::Q5_1,
-        GgmlType::Q4K => Format::Q4K,
-        GgmlType::Q5K => Format::Q5K,
-        GgmlType::Q6K => Format::Q6K,
+/// GGUF name → Hugging Face name.
+pub(crate) fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
         _ => return None,
-    })
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// The weight `name` is not in the file.
+pub(crate) fn missing(name: &str) -> Error {
+    Error::Config(format!("weight {name} is missing"))
+}
+
+/// An error unless the weight `name` has the shape the configuration asks for.
+pub(crate) fn check_shape(name: &str, shape: &[usize], want: &[usize]) -> Result<()> {
+    if shape != want {
+        return Err(Error::Config(format!(
+            "weight {name} has shape {shape:?}, expected {want:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// A file's bytes, mapped read-only.
@@ -131,7 +142,7 @@ impl TensorSet {
             let Some(name) = hf_name(&t.name) else {
                 continue;
             };
-            let format = format_of(t.ggml_type).ok_or_else(|| {
+            let format = t.ggml_type.format().ok_or_else(|| {
                 Error::Unsupported(format!("tensor {} is stored as {}", t.name, t.ggml_type))
             })?;
             let start = usize::try_from(g.data_offset + t.offset)
@@ -236,15 +247,8 @@ impl TensorSet {
 
     /// A tensor that must exist with `shape`.
     pub fn expect(&self, name: &str, shape: &[usize]) -> Result<&TensorRef> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| Error::Config(format!("weight {name} is missing")))?;
-        if t.shape != shape {
-            return Err(Error::Config(format!(
-                "weight {name} has shape {:?}, expected {shape:?}",
-                t.shape
-            )));
-        }
+        let t = self.get(name).ok_or_else(|| missing(name))?;
+        check_shape(name, &t.shape, shape)?;
         Ok(t)
     }
 

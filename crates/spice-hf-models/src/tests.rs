@@ -524,7 +524,7 @@ fn the_kernels_decoder_equals_the_independent_dequantizer_value_for_value() {
         GgmlType::Q5K,
         GgmlType::Q6K,
     ] {
-        let format = crate::tensors::format_of(ty).unwrap();
+        let format = ty.format().unwrap();
         let (n, bytes) = (format.block_values() * 3, format.block_bytes() * 3);
         let mut raw: Vec<u8> = (0..bytes).map(|_| byte()).collect();
         let scale_at: &[usize] = match ty {

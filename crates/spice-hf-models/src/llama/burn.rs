@@ -1,12 +1,17 @@
 //! The Llama architecture as a Burn graph (GPU devices, and the f32 reference on the CPU):
 //! RMSNorm, rotate-half RoPE, grouped-query attention with a preallocated KV cache, SwiGLU
 //! MLP, tied or separate LM head. It runs on whatever [`Device`] it is given and never builds
-//! one itself.
+//! one itself. The large matrices stay in f32 (the reference) or f16 (GPU devices: half the
+//! memory), and every product runs in f32.
 
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData, activation};
 
-use crate::weights::{HostTensor, LlamaConfig, Weights};
+use crate::config::LlamaConfig;
+use crate::tensors::{check_shape, missing};
+use crate::weights::HostTensor;
 use crate::{Error, Result};
+
+use super::BurnWeights;
 
 struct Layer {
     attn_norm: Tensor<2>,
@@ -39,48 +44,66 @@ pub(crate) struct BurnCache {
     len: usize,
 }
 
-fn take(w: &mut Weights, name: &str, shape: &[usize]) -> Result<HostTensor> {
-    let t = w
-        .remove(name)
-        .ok_or_else(|| Error::Config(format!("weight {name} is missing")))?;
-    if t.shape != shape {
-        return Err(Error::Config(format!(
-            "weight {name} has shape {:?}, expected {shape:?}",
-            t.shape
-        )));
+/// Host tensors by Hugging Face name, handed over one at a time (so a model on a GPU never
+/// has more than one tensor decoded to f32 on the host at once); `None` when missing.
+pub(crate) type Source<'a> = dyn FnMut(&str) -> Option<HostTensor> + 'a;
+
+/// Uploads host tensors to one device, the large matrices in the chosen dtype.
+struct Uploader<'a, 's> {
+    source: &'a mut Source<'s>,
+    device: &'a Device,
+    matrices: BurnWeights,
+}
+
+impl Uploader<'_, '_> {
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let t = (self.source)(name).ok_or_else(|| missing(name))?;
+        check_shape(name, &t.shape, shape)?;
+        Ok(t)
     }
-    Ok(t)
-}
 
-fn upload(t: HostTensor, device: &Device) -> Tensor<2> {
-    let shape: [usize; 2] = match t.shape.as_slice() {
-        [a, b] => [*a, *b],
-        [a] => [1, *a],
-        _ => unreachable!("shapes are checked by `take`"),
-    };
-    Tensor::<2>::from_data(TensorData::new(t.data, shape), device)
-}
+    /// A norm weight `[n]`, as `[1, n]` in f32 (small, and multiplied element-wise).
+    fn vector(&mut self, name: &str, n: usize) -> Result<Tensor<2>> {
+        let t = self.take(name, &[n])?;
+        Ok(Tensor::<2>::from_data(
+            TensorData::new(t.data, [1, n]),
+            self.device,
+        ))
+    }
 
-/// A linear weight `[out, in]` uploaded transposed as `[in, out]` so `x.matmul(w)` needs no
-/// transpose per call.
-fn linear(
-    w: &mut Weights,
-    name: &str,
-    out: usize,
-    inp: usize,
-    device: &Device,
-) -> Result<Tensor<2>> {
-    let t = take(w, name, &[out, inp])?;
-    let mut tr = vec![0f32; t.data.len()];
-    for r in 0..out {
-        for c in 0..inp {
-            tr[c * out + r] = t.data[r * inp + c];
+    /// A matrix in the chosen dtype.
+    fn matrix(&self, data: Vec<f32>, shape: [usize; 2]) -> Tensor<2> {
+        match self.matrices {
+            BurnWeights::F32 => Tensor::<2>::from_data(TensorData::new(data, shape), self.device),
+            BurnWeights::F16 => {
+                let half: Vec<half::f16> = data.into_iter().map(half::f16::from_f32).collect();
+                Tensor::<2>::from_data(TensorData::new(half, shape), (self.device, DType::F16))
+            }
         }
     }
-    Ok(Tensor::<2>::from_data(
-        TensorData::new(tr, [inp, out]),
-        device,
-    ))
+
+    /// A linear weight `[out, in]` uploaded transposed as `[in, out]` so `x.matmul(w)` needs
+    /// no transpose per call.
+    fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<2>> {
+        let t = self.take(name, &[out, inp])?;
+        Ok(self.matrix(transpose(&t.data, out, inp), [inp, out]))
+    }
+}
+
+/// `[rows, cols]` row-major to `[cols, rows]`.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut tr = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            tr[c * rows + r] = data[r * cols + c];
+        }
+    }
+    tr
+}
+
+/// `x · w` in f32: a matrix kept in f16 is widened as it is used (a no-op for f32).
+fn mm(x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
+    x.matmul(w.clone().cast(FloatDType::F32))
 }
 
 /// RoPE tables `[positions, head_dim]` (cos and sin of `cat(freqs, freqs)`).
@@ -103,77 +126,48 @@ fn rope_tables(cfg: &LlamaConfig, positions: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 impl BurnLlama {
-    /// Builds the model from host weights (consumed) on `device`. `max_context` bounds the
-    /// RoPE tables and caches (at most the model's own limit).
+    /// Builds the model on `device` from host tensors taken from `source` one at a time, its
+    /// matrices (linear weights, embedding, LM head) kept as `matrices`. `max_context` bounds
+    /// the RoPE tables and caches (at most the model's own limit).
     pub(crate) fn new(
         cfg: LlamaConfig,
-        mut w: Weights,
+        source: &mut Source<'_>,
         max_context: usize,
         device: &Device,
+        matrices: BurnWeights,
     ) -> Result<Self> {
         cfg.validate()?;
         let (h, i, v) = (cfg.hidden, cfg.intermediate, cfg.vocab);
         let hd = cfg.head_dim();
         let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
-        let embed_host = take(&mut w, "model.embed_tokens.weight", &[v, h])?;
-        let lm_head = if cfg.tie_embeddings {
-            let mut tmp = Weights::new();
-            tmp.insert("lm".into(), embed_host.clone());
-            linear(&mut tmp, "lm", v, h, device)?
-        } else {
-            linear(&mut w, "lm_head.weight", v, h, device)?
+        let mut up = Uploader {
+            source,
+            device,
+            matrices,
         };
-        let embed = upload(embed_host, device);
+        let embed_host = up.take("model.embed_tokens.weight", &[v, h])?;
+        let lm_head = if cfg.tie_embeddings {
+            up.matrix(transpose(&embed_host.data, v, h), [h, v])
+        } else {
+            up.linear("lm_head.weight", v, h)?
+        };
+        let embed = up.matrix(embed_host.data, [v, h]);
         let mut layers = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
             let p = format!("model.layers.{l}");
             layers.push(Layer {
-                attn_norm: upload(
-                    take(&mut w, &format!("{p}.input_layernorm.weight"), &[h])?,
-                    device,
-                ),
-                wq: linear(
-                    &mut w,
-                    &format!("{p}.self_attn.q_proj.weight"),
-                    qd,
-                    h,
-                    device,
-                )?,
-                wk: linear(
-                    &mut w,
-                    &format!("{p}.self_attn.k_proj.weight"),
-                    kvd,
-                    h,
-                    device,
-                )?,
-                wv: linear(
-                    &mut w,
-                    &format!("{p}.self_attn.v_proj.weight"),
-                    kvd,
-                    h,
-                    device,
-                )?,
-                wo: linear(
-                    &mut w,
-                    &format!("{p}.self_attn.o_proj.weight"),
-                    h,
-                    qd,
-                    device,
-                )?,
-                mlp_norm: upload(
-                    take(
-                        &mut w,
-                        &format!("{p}.post_attention_layernorm.weight"),
-                        &[h],
-                    )?,
-                    device,
-                ),
-                w_gate: linear(&mut w, &format!("{p}.mlp.gate_proj.weight"), i, h, device)?,
-                w_up: linear(&mut w, &format!("{p}.mlp.up_proj.weight"), i, h, device)?,
-                w_down: linear(&mut w, &format!("{p}.mlp.down_proj.weight"), h, i, device)?,
+                attn_norm: up.vector(&format!("{p}.input_layernorm.weight"), h)?,
+                wq: up.linear(&format!("{p}.self_attn.q_proj.weight"), qd, h)?,
+                wk: up.linear(&format!("{p}.self_attn.k_proj.weight"), kvd, h)?,
+                wv: up.linear(&format!("{p}.self_attn.v_proj.weight"), kvd, h)?,
+                wo: up.linear(&format!("{p}.self_attn.o_proj.weight"), h, qd)?,
+                mlp_norm: up.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                w_gate: up.linear(&format!("{p}.mlp.gate_proj.weight"), i, h)?,
+                w_up: up.linear(&format!("{p}.mlp.up_proj.weight"), i, h)?,
+                w_down: up.linear(&format!("{p}.mlp.down_proj.weight"), h, i)?,
             });
         }
-        let norm = upload(take(&mut w, "model.norm.weight", &[h])?, device);
+        let norm = up.vector("model.norm.weight", h)?;
         let positions = max_context.clamp(1, cfg.max_positions.max(1));
         let (cos, sin) = rope_tables(&cfg, positions);
         let cos = Tensor::<2>::from_data(TensorData::new(cos, [positions, hd]), device);
@@ -257,7 +251,7 @@ impl BurnLlama {
             TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [s]),
             &self.device,
         );
-        let mut x = self.embed.clone().select(0, idx);
+        let mut x = self.embed.clone().select(0, idx).cast(FloatDType::F32);
         // Causal mask for the grouped queries (row r is query r % S).
         let mask = (s > 1).then(|| {
             let mut m = vec![0f32; rep * s * t];
@@ -272,8 +266,7 @@ impl BurnLlama {
         for (l, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &layer.attn_norm);
             let heads = |w: &Tensor<2>, n: usize| {
-                h.clone()
-                    .matmul(w.clone())
+                mm(h.clone(), w)
                     .reshape([s, n, hd])
                     .swap_dims(0, 1)
                     .reshape([1, n, s, hd])
@@ -297,11 +290,11 @@ impl BurnLlama {
                 .reshape([nh, s, hd])
                 .swap_dims(0, 1)
                 .reshape([s, nh * hd]);
-            x = x.add(attn.matmul(layer.wo.clone()));
+            x = x.add(mm(attn, &layer.wo));
             let h2 = self.rms_norm(x.clone(), &layer.mlp_norm);
-            let gate = activation::silu(h2.clone().matmul(layer.w_gate.clone()));
-            let up = h2.matmul(layer.w_up.clone());
-            x = x.add(gate.mul(up).matmul(layer.w_down.clone()));
+            let gate = activation::silu(mm(h2.clone(), &layer.w_gate));
+            let up = mm(h2, &layer.w_up);
+            x = x.add(mm(gate.mul(up), &layer.w_down));
         }
         cache.len = t;
         let x = self.rms_norm(x, &self.norm);
@@ -310,7 +303,7 @@ impl BurnLlama {
         } else {
             x.slice([s - 1..s, 0..self.cfg.hidden])
         };
-        Ok(x.matmul(self.lm_head.clone()))
+        Ok(mm(x, &self.lm_head))
     }
 
     /// Runs `ids` after what the cache holds; returns the logits of the last position.

@@ -14,8 +14,8 @@ use spice_hf_kernels::ops::{self, RopeLayout};
 use spice_hf_kernels::q8::Q8Acts;
 
 use super::{Activations, CpuOptions, KvDtype};
+use crate::config::LlamaConfig;
 use crate::tensors::TensorSet;
-use crate::weights::LlamaConfig;
 use crate::{Error, Result};
 
 fn kernel_err(what: &str) -> impl Fn(spice_hf_kernels::Error) -> Error + '_ {

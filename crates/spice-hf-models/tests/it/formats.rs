@@ -4,10 +4,11 @@
 
 use half::{bf16, f16};
 use safetensors::tensor::{Dtype, TensorView};
+use spice_hf_models::config::LlamaConfig;
 use spice_hf_models::gguf::GgufFile;
 use spice_hf_models::llama::{Compute, CpuOptions, KvDtype, Llama};
 use spice_hf_models::tensors::TensorSet;
-use spice_hf_models::weights::{LlamaConfig, load_safetensors_dir};
+use spice_hf_models::weights::load_safetensors_dir;
 use spice_hf_testkit::fixtures::{self, TinyShape};
 
 use super::llama::{cpu, max_rel_err};

@@ -5,12 +5,13 @@
 
 use spice_hf_kernels::format::Format;
 use spice_hf_models::chat::{ChatTemplate, Message};
+use spice_hf_models::config::LlamaConfig;
 use spice_hf_models::generate::{FinishReason, Flow, GenerateParams, generate};
 use spice_hf_models::gguf::GgufFile;
 use spice_hf_models::llama::{Activations, Compute, CpuOptions, KvDtype, Llama};
 use spice_hf_models::tensors::TensorSet;
 use spice_hf_models::tokenizer::Tokenizer;
-use spice_hf_models::weights::{LlamaConfig, load_gguf, load_safetensors_dir};
+use spice_hf_models::weights::{load_gguf, load_safetensors_dir};
 use spice_hf_testkit::fixtures::{self, TinyShape};
 use spice_hf_testkit::gguf::write_tiny_llama_gguf;
 
@@ -108,13 +109,85 @@ fn tiny_llama_logits_match_the_reference_forward_on_every_engine_and_backend() {
                 .to_string()
                 .contains("context is full")
         );
+        let oov = model.forward(&[10_000], &mut small).unwrap_err();
         assert!(
-            model
-                .forward(&[10_000], &mut small)
-                .unwrap_err()
-                .to_string()
-                .contains("outside the vocabulary")
+            matches!(
+                oov,
+                spice_hf_models::Error::TokenOutOfVocabulary { id: 10_000, vocab } if vocab == cfg.vocab
+            ),
+            "{oov}"
         );
+        assert!(oov.to_string().contains("outside the vocabulary"), "{oov}");
+    }
+}
+
+/// Every GPU backend this build has keeps the model's matrices in f16 (`Compute::gpu` picks it
+/// for a device that computes in f16, as Mesa's software Vulkan does): the logits are those of
+/// the f64 reference over the same weights rounded to f16 (products run in f32), and the
+/// device holds about half the bytes the f32 graph does, measured in its memory pool.
+#[test]
+#[allow(clippy::print_stderr)] // Reason: the measured bytes, and a build without a GPU backend, are said where the runner shows them.
+fn gpu_devices_keep_the_matrices_in_f16_at_half_the_device_memory() {
+    let gpus: Vec<_> = compiled_devices()
+        .into_iter()
+        .filter(|(kind, _)| *kind != spice_hf_backend::BackendKind::Cpu)
+        .collect();
+    if gpus.is_empty() {
+        eprintln!("no GPU backend compiled in (build with --features wgpu); nothing to compare");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_tiny_llama(dir.path(), 9).unwrap();
+    let cfg = LlamaConfig::from_hf_config(&dir.path().join("config.json")).unwrap();
+    let ids: Vec<u32> = vec![1, 72, 101, 108, 108, 111, 33, 200, 7, 2];
+    // The reference over the matrices rounded to f16; norm weights stay f32 on the device.
+    let mut rounded = load_safetensors_dir(dir.path()).unwrap();
+    for (name, t) in rounded.iter_mut() {
+        if t.shape.len() == 2 {
+            for v in &mut t.data {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        } else {
+            assert!(name.ends_with("norm.weight"), "{name}");
+        }
+    }
+    let want = reference::forward(&cfg, &rounded, &ids);
+    let unrounded = reference::forward(&cfg, &load_safetensors_dir(dir.path()).unwrap(), &ids);
+    let tensors = TensorSet::from_safetensors_dir(dir.path()).unwrap();
+    for (kind, device) in gpus {
+        let compute = Compute::gpu(device.clone());
+        assert!(
+            matches!(compute, Compute::BurnF16(_)),
+            "{kind}: the device does not compute in f16 here"
+        );
+        let in_use = || {
+            device.sync().unwrap();
+            device.memory_pool_usage().unwrap().bytes_in_use
+        };
+        let before = in_use();
+        let f16 = Llama::load(cfg.clone(), &tensors, 64, &compute).unwrap();
+        let f16_bytes = in_use() - before;
+        let mut cache = f16.new_cache();
+        let got = f16.forward_all(&ids, &mut cache).unwrap();
+        let mut from_unrounded = 0f64;
+        for (i, row) in want.iter().enumerate() {
+            let row_got = &got[i * cfg.vocab..(i + 1) * cfg.vocab];
+            let err = max_rel_err(row_got, row);
+            assert!(err < 1e-4, "{kind}: position {i}: relative error {err:e}");
+            from_unrounded = from_unrounded.max(max_rel_err(row_got, &unrounded[i]));
+        }
+        // The rounding shows: the unrounded model's logits are further away than the tolerance.
+        assert!(from_unrounded > 1e-4, "{kind}: {from_unrounded:e}");
+        drop((cache, f16));
+        let before = in_use();
+        let f32 = Llama::load(cfg.clone(), &tensors, 64, &Compute::Burn(device.clone())).unwrap();
+        let f32_bytes = in_use() - before;
+        eprintln!("{kind}: model on the device: f16 {f16_bytes} B, f32 {f32_bytes} B");
+        assert!(
+            (f16_bytes as f64) < 0.6 * f32_bytes as f64,
+            "{kind}: f16 {f16_bytes} B against f32 {f32_bytes} B"
+        );
+        drop(f32);
     }
 }
 

@@ -1,7 +1,8 @@
 //! An independent Llama forward pass in plain Rust (f64 accumulation, no Burn), written from
 //! the Hugging Face `LlamaForCausalLM` definition, to check the Burn implementation against.
 
-use spice_hf_models::weights::{LlamaConfig, Weights};
+use spice_hf_models::config::LlamaConfig;
+use spice_hf_models::weights::Weights;
 
 fn w<'a>(weights: &'a Weights, name: &str) -> &'a [f32] {
     &weights[name].data

@@ -1,0 +1,270 @@
+//! The shape of a Llama-family model, read from GGUF metadata or a Hugging Face `config.json`
+//! (a typed document: a field of the wrong type is an error naming it, never a default).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::gguf::GgufFile;
+use crate::{Error, Result};
+
+/// The fields of a Hugging Face `config.json` we read; others are ignored.
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    #[serde(default = "llama")]
+    model_type: String,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default)]
+    num_key_value_heads: Option<usize>,
+    vocab_size: usize,
+    #[serde(default = "rms_norm_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "rope_theta")]
+    rope_theta: f64,
+    #[serde(default = "max_position_embeddings")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    rope_scaling: Option<HfRopeScaling>,
+}
+
+/// `rope_scaling` in a `config.json`.
+#[derive(Debug, Deserialize)]
+struct HfRopeScaling {
+    #[serde(default)]
+    rope_type: Option<String>,
+    /// The older name of `rope_type`.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    factor: Option<f64>,
+    #[serde(default)]
+    low_freq_factor: Option<f64>,
+    #[serde(default)]
+    high_freq_factor: Option<f64>,
+    #[serde(default)]
+    original_max_position_embeddings: Option<f64>,
+}
+
+fn llama() -> String {
+    "llama".into()
+}
+fn rms_norm_eps() -> f64 {
+    1e-6
+}
+fn rope_theta() -> f64 {
+    10_000.0
+}
+fn max_position_embeddings() -> usize {
+    2048
+}
+
+/// Llama 3 `rope_scaling`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3RopeScaling {
+    /// `factor`.
+    pub factor: f64,
+    /// `low_freq_factor`.
+    pub low_freq_factor: f64,
+    /// `high_freq_factor`.
+    pub high_freq_factor: f64,
+    /// `original_max_position_embeddings`.
+    pub original_max_position_embeddings: f64,
+}
+
+/// The shape of a Llama-family model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Hidden size.
+    pub hidden: usize,
+    /// MLP size.
+    pub intermediate: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Longest context.
+    pub max_positions: usize,
+    /// Whether the LM head shares the embedding matrix.
+    pub tie_embeddings: bool,
+    /// Llama 3 frequency scaling.
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors of the rotary frequencies, one per pair of head dimensions: how
+    /// llama.cpp stores Llama 3 scaling in a GGUF (the `rope_freqs.weight` tensor) instead of
+    /// the `rope_scaling` object.
+    pub rope_freq_factors: Option<Vec<f64>>,
+}
+
+/// Most `rope_freqs.weight` values read (a head dimension of 128 Ki, far beyond any model).
+const MAX_ROPE_FREQS: u64 = 1 << 16;
+
+/// Reads and checks the `rope_freqs.weight` tensor of a GGUF.
+fn read_rope_freqs(g: &GgufFile, t: &crate::gguf::TensorInfo) -> Result<Vec<f64>> {
+    if t.ggml_type != crate::gguf::GgmlType::F32 {
+        return Err(Error::Unsupported(format!(
+            "rope_freqs.weight stored as {} (F32 expected)",
+            t.ggml_type
+        )));
+    }
+    let n = t.elements();
+    if n == 0 || n > MAX_ROPE_FREQS || t.dims.len() != 1 {
+        return Err(Error::Config(format!(
+            "rope_freqs.weight has shape {:?}; one value per rotary frequency expected",
+            t.dims
+        )));
+    }
+    let raw = g.read_raw(t)?;
+    raw.chunks_exact(4)
+        .map(|b| {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if v.is_finite() && v > 0.0 {
+                Ok(f64::from(v))
+            } else {
+                Err(Error::Config(format!(
+                    "rope_freqs.weight holds {v}; the frequency divisors must be positive"
+                )))
+            }
+        })
+        .collect()
+}
+
+impl LlamaConfig {
+    /// Per-head size.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// Reads `llama.*` metadata.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = g.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::Unsupported(format!(
+                "GGUF architecture {arch:?} (llama is supported)"
+            )));
+        }
+        let k = |s: &str| format!("llama.{s}");
+        let heads = g.u64(&k("attention.head_count"))? as usize;
+        let vocab = match g.get(&k("vocab_size")).and_then(|v| v.as_u64()) {
+            Some(v) => v as usize,
+            None => g
+                .tensor("token_embd.weight")
+                .and_then(|t| t.dims.get(1))
+                .map(|&d| d as usize)
+                .ok_or_else(|| {
+                    Error::Config(
+                        "GGUF has no llama.vocab_size and no 2-D token_embd.weight to read it from"
+                            .into(),
+                    )
+                })?,
+        };
+        Ok(Self {
+            hidden: g.u64(&k("embedding_length"))? as usize,
+            intermediate: g.u64(&k("feed_forward_length"))? as usize,
+            layers: g.u64(&k("block_count"))? as usize,
+            heads,
+            kv_heads: g
+                .get(&k("attention.head_count_kv"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .unwrap_or(heads),
+            vocab,
+            rms_eps: g.f64(&k("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: g
+                .get(&k("rope.freq_base"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10_000.0),
+            max_positions: g.u64(&k("context_length"))? as usize,
+            tie_embeddings: g.tensor("output.weight").is_none(),
+            rope_scaling: None,
+            rope_freq_factors: g
+                .tensor("rope_freqs.weight")
+                .map(|t| read_rope_freqs(g, t))
+                .transpose()?,
+        })
+    }
+
+    /// Reads a Hugging Face `config.json` of the Llama family.
+    pub fn from_hf_config(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        let c: HfConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        if c.model_type != "llama" {
+            return Err(Error::Unsupported(format!(
+                "model_type {:?} (llama is supported)",
+                c.model_type
+            )));
+        }
+        let rope_scaling = match c.rope_scaling {
+            None => None,
+            Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
+                factor: s.factor.unwrap_or(8.0),
+                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                original_max_position_embeddings: s
+                    .original_max_position_embeddings
+                    .unwrap_or(8192.0),
+            }),
+            Some(s) => {
+                return Err(Error::Unsupported(format!(
+                    "rope_scaling of type {:?} (llama3 is supported)",
+                    s.rope_type.or(s.kind).unwrap_or_default()
+                )));
+            }
+        };
+        Ok(Self {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+            vocab: c.vocab_size,
+            rms_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta,
+            max_positions: c.max_position_embeddings,
+            tie_embeddings: c.tie_word_embeddings,
+            rope_scaling,
+            rope_freq_factors: None,
+        })
+    }
+
+    /// Checks that the shape is coherent (heads divide the hidden size and each other).
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.heads > 0
+            && self.kv_heads > 0
+            && self.hidden.is_multiple_of(self.heads)
+            && self.heads.is_multiple_of(self.kv_heads)
+            && self.head_dim().is_multiple_of(2)
+            && self.layers > 0
+            && self.vocab > 0;
+        if !ok {
+            // The shape only: `rope_freq_factors` can hold 65,536 values from a hostile file.
+            return Err(Error::Config(format!(
+                "incoherent model shape: hidden {}, intermediate {}, {} layers, {} heads, {} KV heads, vocabulary {}",
+                self.hidden, self.intermediate, self.layers, self.heads, self.kv_heads, self.vocab
+            )));
+        }
+        if let Some(f) = &self.rope_freq_factors
+            && f.len() != self.head_dim() / 2
+        {
+            return Err(Error::Config(format!(
+                "rope_freqs.weight has {} values; a head of {} dimensions needs {}",
+                f.len(),
+                self.head_dim(),
+                self.head_dim() / 2
+            )));
+        }
+        Ok(())
+    }
+}
