@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
+use spice_hf_models::sampling;
 use spice_hf_runtime::{Activations, KvDtype};
 
 /// The whole file.
@@ -47,18 +48,19 @@ pub(crate) enum BackendChoice {
 /// Sampling values checked while parsing, so that an out-of-range value is reported with its
 /// line like any other error.
 macro_rules! ranged {
-    ($name:ident, $lo:expr, $hi:expr, $what:expr) => {
-        #[doc = concat!("A ", $what, " between ", stringify!($lo), " and ", stringify!($hi), ".")]
+    ($name:ident, $range:expr, $what:expr) => {
+        #[doc = concat!("A ", $what, " in `", stringify!($range), "`.")]
         #[derive(Debug, Clone, Copy, PartialEq)]
         pub(crate) struct $name(pub(crate) f32);
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let v = f32::deserialize(d)?;
-                if !($lo..=$hi).contains(&v) {
+                let (lo, hi) = $range;
+                if !(lo..=hi).contains(&v) {
                     return Err(serde::de::Error::custom(format!(
-                        "{} {v} is out of range; it must be between {} and {}",
-                        $what, $lo, $hi
+                        "{} {v} is out of range; it must be between {lo} and {hi}",
+                        $what
                     )));
                 }
                 Ok(Self(v))
@@ -67,9 +69,13 @@ macro_rules! ranged {
     };
 }
 
-ranged!(Temperature, 0.0, 2.0, "temperature");
-ranged!(Probability, 0.0, 1.0, "probability (top_p, min_p)");
-ranged!(Penalty, 0.01, 10.0, "repetition penalty");
+ranged!(Temperature, sampling::TEMPERATURE, "temperature");
+ranged!(
+    Probability,
+    sampling::PROBABILITY,
+    "probability (top_p, min_p)"
+);
+ranged!(Penalty, sampling::REPETITION_PENALTY, "repetition penalty");
 
 /// A setting written as a string its type parses (`kv_cache: f32`), checked while parsing.
 fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>

@@ -446,11 +446,11 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         }
         CacheCommand::Verify { model, cache } => {
             let cache = cache.cache()?;
-            let filter = model.as_deref().map(|m| {
-                m.split_once('@')
-                    .map(|(r, v)| (r.to_string(), Some(v.to_string())))
-                    .unwrap_or((m.to_string(), None))
-            });
+            let filter = model
+                .as_deref()
+                .map(cache_pattern)
+                .transpose()?
+                .map(|(r, v)| (r.repo().to_string(), v.then(|| r.revision().to_string())));
             let mut bad = 0;
             for r in cache.list()? {
                 if let Some((repo, rev)) = &filter
@@ -490,11 +490,8 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         }
         CacheCommand::Rm { model, cache } => {
             let cache = cache.cache()?;
-            let (repo, rev) = match model.split_once('@') {
-                Some((r, v)) => (r, Some(v)),
-                None => (model.as_str(), None),
-            };
-            let freed = cache.remove(repo, rev)?;
+            let (reference, given) = cache_pattern(&model)?;
+            let freed = cache.remove(reference.repo(), given.then(|| reference.revision()))?;
             if freed == 0 {
                 println!("{model} is not in the cache");
             } else {
@@ -505,6 +502,12 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn human(bytes: u64) -> String {
+/// `org/name` (every cached revision) or `org/name@rev` (that one), validated as a reference.
+fn cache_pattern(model: &str) -> anyhow::Result<(spice_hf_hub::ModelRef, bool)> {
+    Ok(spice_hf_hub::ModelRef::parse_noting_revision(model)?)
+}
+
+/// Bytes for people (`94.3 MiB`).
+pub(crate) fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }

@@ -84,8 +84,9 @@ pub(crate) struct GenArgs {
 }
 
 impl GenArgs {
-    fn params(&self) -> GenerateParams {
-        GenerateParams {
+    /// The flags as generation parameters, checked as the server checks a request's.
+    fn params(&self) -> anyhow::Result<GenerateParams> {
+        let params = GenerateParams {
             sampling: SamplingParams {
                 temperature: self.temperature,
                 top_k: self.top_k,
@@ -99,7 +100,12 @@ impl GenArgs {
             stop: self.stop.clone(),
             stop_token_ids: Vec::new(),
             ignore_eos: self.ignore_eos,
-        }
+        };
+        params
+            .sampling
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))?;
+        Ok(params)
     }
 }
 
@@ -141,9 +147,20 @@ pub(crate) struct EstimateArgs {
     /// Requests served at once, each with a KV cache of the whole context.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_concurrency: u32,
-    /// Estimate for the Burn f32 path (GPU backends) instead of the packed CPU kernels.
-    #[arg(long)]
-    f32: bool,
+    /// How the weights are held.
+    #[arg(long, value_enum, default_value_t = HeldAs::Packed)]
+    weights: HeldAs,
+}
+
+/// `estimate --weights`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HeldAs {
+    /// In the file's format, memory-mapped (the CPU kernels): the file's own size.
+    Packed,
+    /// Decoded to f16 (a GPU that computes in f16).
+    F16,
+    /// Decoded to f32 (other GPUs).
+    F32,
 }
 
 /// Turns the model argument into a path, pulling from the Hub when it is a reference.
@@ -159,19 +176,31 @@ async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
 
 /// Pulls a Hub reference (its JSON files plus the safetensors weights, or the GGUF of `quant`)
 /// into the cache, with progress bars on a terminal, and returns the path to load.
-pub(crate) async fn fetch(
+pub(crate) async fn pull(
+    reference: &str,
+    quant: Option<&str>,
+    client: &HubClient,
+    cache: &Cache,
+) -> Result<PathBuf, spice_hf_hub::Error> {
+    let model = ModelRef::parse(reference)?;
+    let bars = crate::progress::Bars::new();
+    let path = client.pull_model(cache, &model, quant, &bars).await;
+    bars.finish();
+    path
+}
+
+/// [`pull`], with what to do about a GGUF repository in the error.
+async fn fetch(
     reference: &str,
     quant: Option<&str>,
     client: &HubClient,
     cache: &Cache,
 ) -> anyhow::Result<PathBuf> {
-    let model = ModelRef::parse(reference)?;
-    let bars = crate::progress::Bars::new();
-    let path = client.pull_model(cache, &model, quant, &bars).await;
-    bars.finish();
-    path.with_context(|| {
-        format!("pulling {model} (for a GGUF repository, pass --quant / params.quant)")
-    })
+    pull(reference, quant, client, cache)
+        .await
+        .with_context(|| {
+            format!("pulling {reference} (for a GGUF repository, pass --quant / params.quant)")
+        })
 }
 
 pub(crate) fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<BackendKind>> {
@@ -180,10 +209,6 @@ pub(crate) fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<Backend
         Some(_) => Ok(None),
         None => Ok(spice_hf_backend::forced_from_env()?),
     }
-}
-
-fn gib(b: u64) -> String {
-    indicatif::HumanBytes(b).to_string()
 }
 
 /// A model loaded through the runtime (the same session API the server uses), with its path.
@@ -195,16 +220,18 @@ struct Ready {
 /// Resolves (pulling a Hub reference), then lets the runtime check memory, pick the backend
 /// and load; no warm-up generation for a one-shot command.
 async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> {
+    // Bad flags are refused before anything is pulled or loaded.
+    let defaults = generation.params()?;
     let path = resolve(model).await?;
-    let mut spec = ModelSpec::new("model", Source::Path(path.clone()));
-    spec.backend = forced_backend(generation.backend.as_deref())?;
-    spec.context_length = model.context;
-    spec.threads = model.threads.map(usize::from);
-    spec.kv_cache = model.kv_cache;
-    spec.activations = model.activations;
-    spec.defaults = generation.params();
-    spec.capture_content = false;
-    spec.warm_up = false;
+    let spec = ModelSpec::new("model", Source::Path(path.clone()))
+        .with_backend(forced_backend(generation.backend.as_deref())?)
+        .with_context_length(model.context)
+        .with_threads(model.threads.map(usize::from))
+        .with_kv_cache(model.kv_cache)
+        .with_activations(model.activations)
+        .with_defaults(defaults)
+        .with_capture_content(false)
+        .with_warm_up(false);
     let runtime = Runtime::new(vec![spec])?;
     let served = runtime.model("model")?;
     let spinner = crate::progress::spinner(&format!("loading {}", path.display()));
@@ -268,7 +295,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let json = serde_json::json!({
             "text": out.text,
             "token_ids": out.token_ids,
-            "finish_reason": out.finish_reason,
+            "finish_reason": out.finish_reason.as_str(),
             "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
             "timings": {
                 "load_ms": info.load_ms,
@@ -276,7 +303,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "prefill_tokens_per_s": out.prompt_tokens as f64 / (out.prefill_ms / 1000.0),
                 "decode_tokens_per_s": if out.decode_ms > 0.0 { decoded as f64 / (out.decode_ms / 1000.0) } else { 0.0 },
             },
-            "backend": info.backend,
+            "backend": info.backend.map(|b| b.name()),
             "device": info.device,
             "memory": {"estimated_bytes": info.estimated_bytes, "peak_rss_bytes": peak_rss()},
         });
@@ -374,10 +401,10 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
         context: args.model.context,
         sequences: args.max_concurrency as usize,
         headroom: args.headroom,
-        storage: if args.f32 {
-            WeightStorage::F32
-        } else {
-            WeightStorage::Packed
+        storage: match args.weights {
+            HeldAs::Packed => WeightStorage::Packed,
+            HeldAs::F16 => WeightStorage::F16,
+            HeldAs::F32 => WeightStorage::F32,
         },
         kv: args.model.kv_cache,
     };
@@ -390,39 +417,47 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
         cfg.hidden,
         cfg.vocab
     );
-    println!("on disk     {}", gib(f.file_bytes));
+    println!("on disk     {}", crate::human(f.file_bytes));
     println!(
         "weights     {} ({})",
-        gib(f.weights_bytes),
-        if args.f32 {
-            "decoded to f32 for the GPU path"
-        } else {
-            "kept as stored, memory-mapped"
+        crate::human(f.weights_bytes),
+        match args.weights {
+            HeldAs::Packed => "kept as stored, memory-mapped",
+            HeldAs::F16 => "decoded to f16 for a GPU that computes in f16",
+            HeldAs::F32 => "decoded to f32 for the GPU path",
         }
     );
     println!(
         "KV cache    {} ({} x {} positions, {})",
-        gib(f.kv_cache_bytes),
+        crate::human(f.kv_cache_bytes),
         usage.sequences,
         args.model.context,
-        if args.f32 { "f32" } else { "f16" }
+        match args.weights {
+            HeldAs::Packed => usage.kv.name(),
+            HeldAs::F16 | HeldAs::F32 => "f32",
+        }
     );
     println!(
         "headroom    {} ({:.0}%)",
-        gib(f.headroom_bytes),
+        crate::human(f.headroom_bytes),
         args.headroom * 100.0
     );
-    println!("total       {}", gib(f.total()));
+    println!("total       {}", crate::human(f.total()));
     if let Some(avail) = available_memory() {
-        println!("available   {}", gib(avail));
+        println!("available   {}", crate::human(avail));
     }
+    use spice_hf_models::gguf::GgmlType;
+    let stored = |ty: GgmlType| {
+        let (values, bytes) = ty.block().unwrap_or((1, 4));
+        crate::human(f.parameters.saturating_mul(bytes) / values)
+    };
     println!(
         "\nstored as (per {:.1} M parameters): f16 {}  q8_0 {}  q5_0 {}  q4_0 {}",
         f.parameters as f64 / 1e6,
-        gib(f.parameters * 2),
-        gib(f.parameters * 34 / 32),
-        gib(f.parameters * 22 / 32),
-        gib(f.parameters * 18 / 32)
+        stored(GgmlType::F16),
+        stored(GgmlType::Q8_0),
+        stored(GgmlType::Q5_0),
+        stored(GgmlType::Q4_0)
     );
     Ok(ExitCode::SUCCESS)
 }

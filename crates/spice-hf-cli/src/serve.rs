@@ -197,34 +197,38 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
             let reference = reference.clone();
             let quant = quant.clone();
             Box::pin(async move {
-                let client = spice_hf_hub::HubClient::new(hub).map_err(|e| e.to_string())?;
-                crate::run::fetch(&reference, quant.as_deref(), &client, &cache)
+                // The hub's own error, typed, under the runtime's (`Error::cause`).
+                let cause = |e: spice_hf_hub::Error| Arc::new(e) as spice_hf_runtime::Cause;
+                let client = spice_hf_hub::HubClient::new(hub).map_err(cause)?;
+                crate::run::pull(&reference, quant.as_deref(), &client, &cache)
                     .await
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(cause)
             })
         }))
     };
-    let mut spec = ModelSpec::new(&name, source);
-    spec.backend = backend(p.backend, args.backend.as_deref())?;
+    let mut spec = ModelSpec::new(&name, source)
+        .with_backend(backend(p.backend, args.backend.as_deref())?)
+        .with_threads(p.threads)
+        .with_kv_cache(p.kv_cache.unwrap_or_default())
+        .with_activations(p.activations.unwrap_or_default())
+        .with_initial_load(p.initial_load.unwrap_or(true))
+        .with_capture_content(p.capture_content.unwrap_or(true) && !args.no_capture)
+        .with_chat_template(p.chat_template.clone());
     if let Some(c) = p.context_length {
-        spec.context_length = c;
+        spec = spec.with_context_length(c);
     }
-    spec.threads = p.threads;
-    spec.kv_cache = p.kv_cache.unwrap_or_default();
-    spec.activations = p.activations.unwrap_or_default();
-    spec.initial_load = p.initial_load.unwrap_or(true);
-    spec.capture_content = p.capture_content.unwrap_or(true) && !args.no_capture;
-    spec.chat_template = p.chat_template.clone();
     let defaults = LimiterConfig::default();
-    spec.limits = LimiterConfig {
-        max_concurrency: p.max_concurrency.unwrap_or(defaults.max_concurrency),
-        max_queue: p.max_queue.unwrap_or(defaults.max_queue),
-        queue_timeout: p
-            .queue_timeout_s
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.queue_timeout),
-        requests_per_minute: p.requests_per_minute,
-    };
+    spec = spec.with_limits(
+        LimiterConfig::default()
+            .with_max_concurrency(p.max_concurrency.unwrap_or(defaults.max_concurrency))
+            .with_max_queue(p.max_queue.unwrap_or(defaults.max_queue))
+            .with_queue_timeout(
+                p.queue_timeout_s
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.queue_timeout),
+            )
+            .with_requests_per_minute(p.requests_per_minute),
+    );
     let d = GenerateParams::default();
     let mut sampling = d.sampling.clone();
     sampling.temperature = p.temperature.map_or(sampling.temperature, |t| t.0);
@@ -235,13 +239,15 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
         .repetition_penalty
         .map_or(sampling.repetition_penalty, |t| t.0);
     sampling.seed = p.seed.or(sampling.seed);
-    spec.defaults = GenerateParams {
+    sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!("model `{name}`: {e}"))?;
+    Ok(spec.with_defaults(GenerateParams {
         sampling,
         max_tokens: p.max_tokens.unwrap_or(d.max_tokens),
         stop: p.stop.clone().unwrap_or_default(),
         ..d
-    };
-    Ok(spec)
+    }))
 }
 
 /// Serves until SIGTERM / Ctrl-C.

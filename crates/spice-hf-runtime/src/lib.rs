@@ -9,8 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> spice_hf_runtime::Result<()> {
-//! use spice_hf_runtime::{CompletionRequest, ModelSpec, Prompt, Runtime, Source};
-//! use spice_hf_models::chat::Message;
+//! use spice_hf_runtime::{CompletionRequest, Message, ModelSpec, Prompt, Runtime, Source};
 //!
 //! let runtime = Runtime::new(vec![ModelSpec::new("smollm2", Source::Path("model.gguf".into()))])?;
 //! runtime.load_initial().await;
@@ -24,9 +23,11 @@
 //!
 //! This crate has no cargo features; backends are chosen by `spice-hf-backend`'s.
 
+mod engine;
 mod limiter;
 mod model;
 mod session;
+mod spec;
 #[cfg(test)]
 mod tests;
 
@@ -34,11 +35,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use engine::Prompt;
 pub use limiter::{Limiter, LimiterConfig, Permit};
-pub use model::{Health, ModelInfo, ModelSpec, ServedModel, Source, SourceFuture};
-pub use session::{Completion, CompletionRequest, CompletionStream, Event, Prompt};
+pub use model::{Health, ModelInfo, ServedModel};
+pub use session::{Completion, CompletionRequest, CompletionStream, Event};
+pub use spec::{Cause, ModelSpec, Source, SourceFuture};
+/// The backend a model runs on, and those passed over ([`ModelInfo`]).
+pub use spice_hf_backend::{BackendKind, Skipped};
+/// A chat message ([`Prompt::Chat`]).
+pub use spice_hf_models::chat::Message;
+/// Generation parameters ([`CompletionRequest::params`]) and why a generation ended
+/// ([`Completion::finish_reason`]).
+pub use spice_hf_models::generate::{FinishReason, GenerateParams};
 /// How the CPU kernels run ([`ModelSpec::kv_cache`], [`ModelSpec::activations`]).
 pub use spice_hf_models::llama::{Activations, KvDtype};
+/// Sampling parameters ([`GenerateParams::sampling`]).
+pub use spice_hf_models::sampling::SamplingParams;
 use tokio_util::sync::CancellationToken;
 
 /// Errors of the runtime. [`Error::kind`] maps each to the closed set of metric labels.
@@ -118,6 +130,8 @@ pub enum Error {
         model: String,
         /// Why.
         reason: String,
+        /// The typed error it came from, when there is one ([`Error::cause`]).
+        cause: Option<Cause>,
     },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
@@ -128,6 +142,9 @@ pub enum Error {
     /// Generation failed.
     #[error("generation failed: {0}")]
     Internal(String),
+    /// The model code failed (tokenizer, weights, forward pass); the error is kept whole.
+    #[error("generation failed: {0}")]
+    Model(Arc<spice_hf_models::Error>),
 }
 
 impl Error {
@@ -141,7 +158,19 @@ impl Error {
             Self::Template(_) => "template",
             Self::ContextLength { .. } => "context_length",
             Self::NotReady { .. } | Self::Load { .. } | Self::ShuttingDown => "not_ready",
-            Self::Internal(_) => "internal",
+            Self::Internal(_) | Self::Model(_) => "internal",
+        }
+    }
+
+    /// The typed error under a load or model failure, to downcast: a Hub pull's
+    /// `spice_hf_hub::Error` (`Gated`, `RepoNotFound`, ...) from a [`Source::Fetch`], a
+    /// `spice_hf_models::Error` or a `spice_hf_backend::Error` from the load. It is not
+    /// [`std::error::Error::source`] because the message already includes it.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Load { cause, .. } => cause.as_deref(),
+            Self::Model(e) => Some(&**e),
+            _ => None,
         }
     }
 
@@ -165,7 +194,7 @@ impl From<spice_hf_models::Error> for Error {
                 prompt_tokens: needed,
                 capacity,
             },
-            other => Self::Internal(other.to_string()),
+            other => Self::Model(Arc::new(other)),
         }
     }
 }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use spice_hf_telemetry::names;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::{Error, Result};
 
-/// Limits for one model.
+/// Limits for one model: [`LimiterConfig::default`] and the `with_` setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LimiterConfig {
     /// Requests generating at once (default 1: a local model saturates the machine alone).
     pub max_concurrency: NonZeroUsize,
@@ -36,6 +37,32 @@ impl Default for LimiterConfig {
             queue_timeout: Duration::from_secs(60),
             requests_per_minute: None,
         }
+    }
+}
+
+impl LimiterConfig {
+    /// With `n` requests generating at once.
+    pub fn with_max_concurrency(mut self, n: NonZeroUsize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// With `n` requests allowed to wait.
+    pub fn with_max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+
+    /// With the longest wait in the queue.
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// With at most `limit` requests admitted per minute (`None`: no limit).
+    pub fn with_requests_per_minute(mut self, limit: Option<NonZeroU32>) -> Self {
+        self.requests_per_minute = limit;
+        self
     }
 }
 
@@ -143,11 +170,19 @@ impl Limiter {
         }
     }
 
-    /// Takes a permit without waiting, if one is free (health probes use this: a busy model is
-    /// evidently working).
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        Some(self.granted(permit))
+    /// Takes a permit without waiting (health probes use this: a busy model is evidently
+    /// working): [`Error::Overloaded`] when every slot is taken, [`Error::ShuttingDown`] once
+    /// the limiter is closed. Neither the queue nor the per-minute limit is involved.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<Permit> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(self.granted(permit)),
+            Err(TryAcquireError::NoPermits) => Err(Error::Overloaded {
+                model: self.model.clone(),
+                queued: self.waiting(),
+                retry_after: self.retry_after(),
+            }),
+            Err(TryAcquireError::Closed) => Err(Error::ShuttingDown),
+        }
     }
 
     /// Waits for a permit. Fails at once with [`Error::RateLimited`] or [`Error::Overloaded`],

@@ -1,147 +1,24 @@
-//! One served model: its specification, its lazily or eagerly loaded engine (weights,
-//! tokenizer, template on the chosen backend), its limiter, and its health.
+//! One served model: its engine loaded once (eagerly or on the first request, concurrent
+//! callers sharing the load), its limiter, its health and the health probe.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
-use serde::Serialize;
-use spice_hf_backend::BackendKind;
-use spice_hf_models::chat::ChatTemplate;
-use spice_hf_models::footprint::{Footprint, Usage, WeightStorage, available_memory, peak_rss};
+use spice_hf_backend::{BackendKind, Skipped};
 use spice_hf_models::generate::{Flow, GenerateParams};
-use spice_hf_models::llama::{Activations, Compute, CpuOptions, KvDtype};
-use spice_hf_models::loaded::{LoadedModel, ModelFiles};
 use spice_hf_telemetry::names;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, field};
 
-use crate::limiter::{Limiter, LimiterConfig, Permit};
+use crate::engine::{Engine, Prompt, failed};
+use crate::limiter::{Limiter, Permit};
+use crate::spec::{ModelSpec, Source};
 use crate::{Error, Result};
 
-/// The future a [`Source::Fetch`] returns: the local path of the model, or why it could not be
-/// fetched.
-pub type SourceFuture = BoxFuture<'static, std::result::Result<PathBuf, String>>;
-
-/// Where a model's files come from.
-#[derive(Clone)]
-pub enum Source {
-    /// A `.gguf` file or a model directory on disk.
-    Path(PathBuf),
-    /// A fetch the caller provides (the CLI pulls from the Hub here); called once per load.
-    Fetch(Arc<dyn Fn() -> SourceFuture + Send + Sync>),
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Path(p) => f.debug_tuple("Path").field(p).finish(),
-            Self::Fetch(_) => f.write_str("Fetch(..)"),
-        }
-    }
-}
-
-/// How to serve one model.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    /// The name clients use (`model` in requests, `id` in `/v1/models`).
-    pub name: String,
-    /// Where its files come from.
-    pub source: Source,
-    /// The backend to use (`None`: the best available).
-    pub backend: Option<BackendKind>,
-    /// Context length (prompt plus answer) the KV cache is sized for.
-    pub context_length: usize,
-    /// Load at start (`true`) or on the first request.
-    pub initial_load: bool,
-    /// Admission limits.
-    pub limits: LimiterConfig,
-    /// Generation defaults a request's fields override.
-    pub defaults: GenerateParams,
-    /// A chat template replacing the model's own.
-    pub chat_template: Option<String>,
-    /// Record prompts and outputs in spans and the task history.
-    pub capture_content: bool,
-    /// Memory headroom added to the footprint estimate, as a fraction.
-    pub headroom: f64,
-    /// The prompt of the health probe.
-    pub health_prompt: String,
-    /// Run the health probe once after the load before declaring the model ready (default
-    /// `true`; a one-shot command line run can skip it).
-    pub warm_up: bool,
-    /// Threads the CPU kernels use (`None`: the physical cores). Ignored on GPU backends.
-    pub threads: Option<usize>,
-    /// How the CPU kernels store keys and values (f16 by default; f32 doubles the cache for
-    /// the f32 reference's exact attention). Counted in the memory preflight.
-    pub kv_cache: KvDtype,
-    /// f32 activations (default) or the opt-in 8-bit path of the CPU kernels (faster, logits
-    /// within a few percent). Ignored on GPU backends.
-    pub activations: Activations,
-}
-
-impl ModelSpec {
-    /// A spec with the defaults: best backend, 2048 positions, loaded at start, one request at a
-    /// time with 16 waiting, greedy, content captured, 25 % headroom.
-    pub fn new(name: &str, source: Source) -> Self {
-        Self {
-            name: name.to_string(),
-            source,
-            backend: None,
-            context_length: 2048,
-            initial_load: true,
-            limits: LimiterConfig::default(),
-            defaults: GenerateParams::default(),
-            chat_template: None,
-            capture_content: true,
-            headroom: 0.25,
-            health_prompt: "ping".to_string(),
-            warm_up: true,
-            threads: None,
-            kv_cache: KvDtype::F16,
-            activations: Activations::F32,
-        }
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
-        if self.name.is_empty()
-            || self.name.len() > 256
-            || self.name.chars().any(|c| c.is_control() || c == ' ')
-        {
-            return bad(format!(
-                "model name {:?} must be 1-256 characters without spaces or control characters",
-                self.name
-            ));
-        }
-        if self.context_length < 8 {
-            return bad(format!(
-                "model `{}`: context_length {} is too small (at least 8)",
-                self.name, self.context_length
-            ));
-        }
-        if let Some(t) = self.threads
-            && !(1..=1024).contains(&t)
-        {
-            return bad(format!(
-                "model `{}`: threads {t} must be between 1 and 1024",
-                self.name
-            ));
-        }
-        if !(0.0..=4.0).contains(&self.headroom) {
-            return bad(format!(
-                "model `{}`: headroom {} must be between 0 and 4",
-                self.name, self.headroom
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// A model's state, as readiness and `/health` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     /// Not loaded yet (lazy models before their first request).
     NotLoaded,
@@ -155,20 +32,42 @@ pub enum Health {
     Failed(String),
 }
 
-/// What `/health` and `/v1/models` say about a model.
-#[derive(Debug, Clone, Serialize)]
+impl Health {
+    /// `not_loaded`, `loading`, `ready`, `unhealthy` or `failed`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Self::NotLoaded => "not_loaded",
+            Self::Loading => "loading",
+            Self::Ready => "ready",
+            Self::Unhealthy(_) => "unhealthy",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// Why it is unhealthy or failed.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Unhealthy(r) | Self::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// What the runtime knows about a model (the server's `/health` reports it).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ModelInfo {
     /// Served name.
     pub name: String,
     /// State.
     pub health: Health,
     /// Backend in use, once loaded.
-    pub backend: Option<String>,
+    pub backend: Option<BackendKind>,
     /// What the backend runs on, once loaded: `flex`, the wgpu adapter
     /// (`NVIDIA GeForce RTX 4090 (vulkan, discrete GPU)`), the CUDA devices and driver.
     pub device: Option<String>,
     /// Backends passed over, with the reason (the fallback users must be able to see).
-    pub skipped_backends: Vec<(String, String)>,
+    pub skipped_backends: Vec<Skipped>,
     /// The footprint estimate in bytes, once computed.
     pub estimated_bytes: Option<u64>,
     /// Peak resident memory of the process after the load, in bytes.
@@ -185,18 +84,6 @@ pub struct ModelInfo {
     pub running: usize,
     /// Requests queued now.
     pub waiting: usize,
-}
-
-/// A loaded model and what the load found.
-pub(crate) struct Engine {
-    pub(crate) loaded: LoadedModel,
-    pub(crate) template: Option<ChatTemplate>,
-    backend: BackendKind,
-    device: String,
-    skipped: Vec<(String, String)>,
-    footprint: Footprint,
-    load_ms: f64,
-    peak_rss: Option<u64>,
 }
 
 /// A model served by the runtime.
@@ -262,14 +149,14 @@ impl ServedModel {
         ModelInfo {
             name: self.spec.name.clone(),
             health: self.health(),
-            backend: engine.map(|e| e.backend.name().to_string()),
-            device: engine.map(|e| e.device.clone()),
-            skipped_backends: engine.map(|e| e.skipped.clone()).unwrap_or_default(),
-            estimated_bytes: engine.map(|e| e.footprint.total()),
-            peak_rss_bytes: engine.and_then(|e| e.peak_rss),
-            load_ms: engine.map(|e| e.load_ms),
-            path: engine.map(|e| e.loaded.source.clone()),
-            chat_template: engine.is_some_and(|e| e.template.is_some()),
+            backend: engine.map(|e| e.backend()),
+            device: engine.map(|e| e.device().to_string()),
+            skipped_backends: engine.map(|e| e.skipped().to_vec()).unwrap_or_default(),
+            estimated_bytes: engine.map(|e| e.footprint().total()),
+            peak_rss_bytes: engine.and_then(|e| e.peak_rss()),
+            load_ms: engine.map(|e| e.load_ms()),
+            path: engine.map(|e| e.source().clone()),
+            chat_template: engine.is_some_and(|e| e.has_template()),
             context_length: self.spec.context_length,
             running: self.limiter.running(),
             waiting: self.limiter.waiting(),
@@ -337,9 +224,9 @@ impl ServedModel {
                 let result = this.clone().load().instrument(span.clone()).await;
                 match result {
                     Ok(engine) => {
-                        span.record("backend", engine.backend.name());
-                        span.record("estimated_bytes", engine.footprint.total());
-                        if let Some(rss) = engine.peak_rss {
+                        span.record("backend", engine.backend().name());
+                        span.record("estimated_bytes", engine.footprint().total());
+                        if let Some(rss) = engine.peak_rss() {
                             span.record("peak_rss_bytes", rss);
                         }
                         Ok(Arc::new(engine))
@@ -359,125 +246,30 @@ impl ServedModel {
 
     async fn load(self: Arc<Self>) -> Result<Engine> {
         let name = self.spec.name.clone();
-        let load_err = |reason: String| Error::Load {
-            model: name.clone(),
-            reason,
-        };
         let started = Instant::now();
         let path = match &self.spec.source {
             Source::Path(p) => p.clone(),
-            Source::Fetch(fetch) => fetch().await.map_err(&load_err)?,
+            Source::Fetch(fetch) => fetch().await.map_err(|e| failed(&name, e))?,
         };
         let spec = self.spec.clone();
-        let engine = tokio::task::spawn_blocking(move || -> Result<Engine> {
-            let load_err = |reason: String| Error::Load {
-                model: spec.name.clone(),
-                reason,
-            };
-            let files = ModelFiles::open(&path).map_err(|e| load_err(e.to_string()))?;
-            let choice =
-                spice_hf_backend::choose(spec.backend).map_err(|e| load_err(e.to_string()))?;
-            // Every request that may run at once holds a KV cache of the whole context.
-            let usage = Usage {
-                context: spec.context_length,
-                sequences: spec.limits.max_concurrency.get(),
-                headroom: spec.headroom,
-                storage: if choice.kind == BackendKind::Cpu {
-                    WeightStorage::Packed
-                } else {
-                    WeightStorage::F32
-                },
-                kv: spec.kv_cache,
-            };
-            let footprint = files
-                .footprint(&usage)
-                .map_err(|e| load_err(e.to_string()))?;
-            for s in &choice.skipped {
-                let reason = if s.kind.compiled() {
-                    "unavailable"
-                } else {
-                    "not_compiled"
-                };
-                metrics::counter!(names::BACKEND_FALLBACK, names::MODEL => spec.name.clone(), names::BACKEND => s.kind.name(), names::REASON => reason).increment(1);
-            }
-            if let Some(available) = available_memory()
-                && footprint.total() > available
-            {
-                return Err(load_err(format!(
-                    "it needs about {} MiB ({} MiB of weights, {} MiB of KV cache for {} x {} positions, {:.0} % headroom) \
-                     but {} MiB are available on the {} device; use a smaller quantization, a shorter context_length, \
-                     a lower max_concurrency, or the CPU backend",
-                    footprint.total() >> 20,
-                    footprint.weights_bytes >> 20,
-                    footprint.kv_cache_bytes >> 20,
-                    usage.sequences,
-                    spec.context_length,
-                    spec.headroom * 100.0,
-                    available >> 20,
-                    choice.kind
-                )));
-            }
-            // The CPU backend runs our kernels over the packed weights; GPU devices run Burn.
-            let compute = if choice.kind == BackendKind::Cpu {
-                let mut cpu = CpuOptions::default()
-                    .with_kv(spec.kv_cache)
-                    .with_activations(spec.activations);
-                if let Some(threads) = spec.threads {
-                    cpu = cpu.with_threads(threads);
-                }
-                Compute::Cpu(cpu)
-            } else {
-                Compute::Burn(choice.device.clone())
-            };
-            let loaded = files
-                .load(spec.context_length, &compute)
-                .map_err(|e| load_err(e.to_string()))?;
-            let template = match &spec.chat_template {
-                Some(source) => {
-                    let text = |id: Option<u32>| {
-                        id.and_then(|i| loaded.tokenizer.id_to_token(i))
-                            .unwrap_or_default()
-                    };
-                    Some(ChatTemplate::new(
-                        source,
-                        &text(loaded.tokenizer.bos),
-                        &text(loaded.tokenizer.eos.first().copied()),
-                    ))
-                }
-                None => loaded.template.clone(),
-            };
-            let device = loaded
-                .model
-                .compute_detail()
-                .unwrap_or_else(|| choice.detail.clone());
-            Ok(Engine {
-                loaded,
-                template,
-                backend: choice.kind,
-                device,
-                skipped: choice
-                    .skipped
-                    .iter()
-                    .map(|s| (s.kind.name().to_string(), s.reason.clone()))
-                    .collect(),
-                footprint,
-                load_ms: 0.0,
-                peak_rss: peak_rss(),
-            })
-        })
-        .await
-        .map_err(|e| load_err(format!("the load task failed: {e}")))??;
+        let engine = tokio::task::spawn_blocking(move || Engine::load(&spec, &path))
+            .await
+            .map_err(|e| Error::Load {
+                model: name.clone(),
+                reason: format!("the load task failed: {e}"),
+                cause: None,
+            })??;
         let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-        metrics::histogram!(names::MODEL_LOAD_MS, names::MODEL => self.spec.name.clone(), names::BACKEND => engine.backend.name()).record(load_ms);
+        metrics::histogram!(names::MODEL_LOAD_MS, names::MODEL => self.spec.name.clone(), names::BACKEND => engine.backend().name()).record(load_ms);
         tracing::info!(
             model = %self.spec.name,
-            backend = %engine.backend,
+            backend = %engine.backend(),
             load_ms = load_ms as u64,
-            estimated_mib = engine.footprint.total() >> 20,
-            peak_rss_mib = engine.peak_rss.map(|b| b >> 20),
+            estimated_mib = engine.footprint().total() >> 20,
+            peak_rss_mib = engine.peak_rss().map(|b| b >> 20),
             "model loaded"
         );
-        Ok(Engine { load_ms, ..engine })
+        Ok(engine.with_load_ms(load_ms))
     }
 
     /// The health check: a short real generation of the configured prompt.
@@ -494,7 +286,7 @@ impl ServedModel {
         let Some(engine) = self.engine.get().cloned() else {
             return self.health();
         };
-        let Some(permit) = self.limiter.try_acquire() else {
+        let Ok(permit) = self.limiter.try_acquire() else {
             return self.health();
         };
         self.probe_with(&engine, permit, prompt).await.0
@@ -522,40 +314,25 @@ impl ServedModel {
         let (result, permit) = match tokio::task::spawn_blocking(move || {
             let _entered = probe_span.enter();
             let run = || -> Result<String> {
-                let ids = crate::session::prompt_ids(
-                    &engine,
-                    &crate::session::Prompt::Text(prompt),
-                    "health_prompt",
-                )?;
+                let ids = engine.prompt_ids(&Prompt::Text(prompt), "health_prompt")?;
                 let params = GenerateParams {
                     max_tokens: 4,
                     ..GenerateParams::default()
                 };
-                let out = spice_hf_models::generate::generate(
-                    &engine.loaded.model,
-                    &engine.loaded.tokenizer,
-                    &ids,
-                    &params,
-                    |_| {
-                        if cancel.is_cancelled() {
-                            Flow::Cancel
-                        } else {
-                            Flow::Continue
-                        }
-                    },
-                )?;
+                let flow = |_: &str| {
+                    if cancel.is_cancelled() {
+                        Flow::Cancel
+                    } else {
+                        Flow::Continue
+                    }
+                };
+                let out = engine.generate(&ids, &params, flow, "the probe")?;
                 if out.token_ids.is_empty() {
                     return Err(Error::Internal("the probe generated no token".into()));
                 }
                 Ok(out.text)
             };
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
-                .unwrap_or_else(|p| {
-                    Err(Error::Internal(format!(
-                        "the probe panicked: {}",
-                        crate::panic_message(&*p)
-                    )))
-                });
+            let result = run();
             (result, permit)
         })
         .await

@@ -8,25 +8,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use serde::Serialize;
-use spice_hf_models::chat::Message;
-use spice_hf_models::generate::{FinishReason, Flow, GenerateParams, generate};
+use spice_hf_models::generate::{FinishReason, Flow, GenerateParams};
 use spice_hf_telemetry::names;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Span, field};
 
-use crate::model::{Engine, ServedModel};
+use crate::engine::Prompt;
+use crate::model::ServedModel;
 use crate::{Error, Result};
-
-/// What to complete.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Prompt {
-    /// A conversation, rendered with the model's chat template.
-    Chat(Vec<Message>),
-    /// Plain text, tokenized as is.
-    Text(String),
-}
 
 /// One completion request.
 #[derive(Debug, Clone)]
@@ -54,7 +44,8 @@ impl CompletionRequest {
 }
 
 /// A finished completion.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Completion {
     /// The request id.
     pub id: String,
@@ -64,8 +55,8 @@ pub struct Completion {
     pub text: String,
     /// Generated token ids (end of turn included when produced).
     pub token_ids: Vec<u32>,
-    /// `stop`, `length` or `cancelled`.
-    pub finish_reason: &'static str,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Generated tokens.
@@ -120,43 +111,6 @@ impl futures_util::Stream for CompletionStream {
     }
 }
 
-pub(crate) fn prompt_ids(engine: &Engine, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
-    let tokenizer = &engine.loaded.tokenizer;
-    let ids = match prompt {
-        Prompt::Text(text) => tokenizer.encode_prompt(text)?,
-        Prompt::Chat(messages) => {
-            let Some(template) = &engine.template else {
-                return Err(Error::Template(
-                    "this model has no chat template; use /v1/completions, or set chat_template in the model's params".into(),
-                ));
-            };
-            if messages.is_empty() {
-                return Err(Error::Invalid {
-                    field: field.to_string(),
-                    message: "at least one message is required".into(),
-                });
-            }
-            let rendered = template.render(messages, true)?;
-            let typed: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            tokenizer.encode_chat_prompt(&rendered, &typed)?
-        }
-    };
-    if ids.is_empty() {
-        return Err(Error::Invalid {
-            field: field.to_string(),
-            message: "the prompt is empty".into(),
-        });
-    }
-    let capacity = engine.loaded.model.max_context();
-    if ids.len() >= capacity {
-        return Err(Error::ContextLength {
-            prompt_tokens: ids.len(),
-            capacity,
-        });
-    }
-    Ok(ids)
-}
-
 /// The telemetry of one request: its span, and the metrics recorded however it ends (a drop
 /// before the end counts as cancelled).
 struct RequestTelemetry {
@@ -178,7 +132,7 @@ impl RequestTelemetry {
     fn finish(&mut self, c: &Completion, capture: bool) {
         self.done = true;
         let model = self.model.clone();
-        metrics::counter!(names::FINISHED, names::MODEL => model.clone(), names::STREAM => self.stream, names::FINISH_REASON => c.finish_reason).increment(1);
+        metrics::counter!(names::FINISHED, names::MODEL => model.clone(), names::STREAM => self.stream, names::FINISH_REASON => c.finish_reason.as_str()).increment(1);
         metrics::counter!(names::PROMPT_TOKENS, names::MODEL => model.clone())
             .increment(c.prompt_tokens as u64);
         metrics::counter!(names::COMPLETION_TOKENS, names::MODEL => model.clone())
@@ -191,11 +145,11 @@ impl RequestTelemetry {
         s.record("prompt_tokens", c.prompt_tokens);
         s.record("completion_tokens", c.completion_tokens);
         s.record("total_tokens", c.prompt_tokens + c.completion_tokens);
-        s.record("finish_reason", c.finish_reason);
+        s.record("finish_reason", c.finish_reason.as_str());
         s.record("gen_ai.usage.input_tokens", c.prompt_tokens);
         s.record("gen_ai.usage.output_tokens", c.completion_tokens);
-        s.record("gen_ai.response.finish_reasons", c.finish_reason);
-        if c.finish_reason == "cancelled" {
+        s.record("gen_ai.response.finish_reasons", c.finish_reason.as_str());
+        if c.finish_reason == FinishReason::Cancelled {
             s.record("error", "cancelled: the client went away");
         }
     }
@@ -336,7 +290,7 @@ impl ServedModel {
             let prompt = request.prompt;
             tokio::task::spawn_blocking(move || {
                 let ids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    prompt_ids(&engine, &prompt, "messages")
+                    engine.prompt_ids(&prompt, "messages")
                 }))
                 .unwrap_or_else(|p| {
                     Err(Error::Internal(format!(
@@ -374,43 +328,30 @@ impl ServedModel {
             let _entered = span.enter();
             let mut first: Option<Instant> = None;
             let mut last = Instant::now();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate(
-                &engine.loaded.model,
-                &engine.loaded.tokenizer,
-                &ids,
-                &params,
-                |piece| {
-                    let now = Instant::now();
-                    match first {
-                        None => {
-                            first = Some(now);
-                            let ttft = (now - arrival).as_secs_f64() * 1000.0;
-                            metrics::histogram!(names::TIME_TO_FIRST_TOKEN_MS, names::MODEL => model.clone(), names::STREAM => telemetry.stream).record(ttft);
-                            span.record("ttft_ms", ttft);
-                        }
-                        Some(_) => {
-                            metrics::histogram!(names::INTER_TOKEN_MS, names::MODEL => model.clone())
-                                .record((now - last).as_secs_f64() * 1000.0);
-                        }
+            let on_piece = |piece: &str| {
+                let now = Instant::now();
+                match first {
+                    None => {
+                        first = Some(now);
+                        let ttft = (now - arrival).as_secs_f64() * 1000.0;
+                        metrics::histogram!(names::TIME_TO_FIRST_TOKEN_MS, names::MODEL => model.clone(), names::STREAM => telemetry.stream).record(ttft);
+                        span.record("ttft_ms", ttft);
                     }
-                    last = now;
-                    if task_cancel.is_cancelled() {
-                        return Flow::Cancel;
+                    Some(_) => {
+                        metrics::histogram!(names::INTER_TOKEN_MS, names::MODEL => model.clone())
+                            .record((now - last).as_secs_f64() * 1000.0);
                     }
-                    if !piece.is_empty() && tx.send(Event::Text(piece.to_string())).is_err() {
-                        return Flow::Cancel;
-                    }
-                    Flow::Continue
-                },
-            )))
-            // A panic is a failure of ours, not a cancellation: recorded as an error.
-            .map_err(|p| {
-                Error::Internal(format!(
-                    "generation panicked: {}",
-                    crate::panic_message(&*p)
-                ))
-            })
-            .and_then(|r| r.map_err(Error::from));
+                }
+                last = now;
+                if task_cancel.is_cancelled() {
+                    return Flow::Cancel;
+                }
+                if !piece.is_empty() && tx.send(Event::Text(piece.to_string())).is_err() {
+                    return Flow::Cancel;
+                }
+                Flow::Continue
+            };
+            let result = engine.generate(&ids, &params, on_piece, "generation");
             match result {
                 Ok(out) => {
                     let finish = if task_cancel.is_cancelled() || tx.is_closed() {
@@ -424,7 +365,7 @@ impl ServedModel {
                         completion_tokens: out.token_ids.len(),
                         text: out.text,
                         token_ids: out.token_ids,
-                        finish_reason: finish.as_str(),
+                        finish_reason: finish,
                         prompt_tokens: out.prompt_tokens,
                         queue_ms,
                         ttft_ms: first

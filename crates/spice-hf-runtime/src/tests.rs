@@ -162,6 +162,28 @@ async fn a_closed_limiter_refuses_waiters_and_newcomers() {
     assert!(matches!(limiter.acquire().await, Err(Error::ShuttingDown)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_acquire_tells_a_full_limiter_from_a_closed_one() {
+    let limiter = Limiter::new("m", config(1, 2));
+    let held = limiter.try_acquire().unwrap();
+    assert_eq!(limiter.running(), 1);
+    // Full: overloaded, with when to retry, and nothing queued by trying.
+    let full = limiter.try_acquire().unwrap_err();
+    assert!(
+        matches!(full, Error::Overloaded { queued: 0, .. }),
+        "{full:?}"
+    );
+    assert!(full.retry_after().is_some());
+    assert_eq!(limiter.waiting(), 0);
+    drop(held);
+    settle(&limiter, 0, 0).await;
+    let again = limiter.try_acquire().unwrap();
+    drop(again);
+    // Closed: shutting down, even with a slot free.
+    limiter.close();
+    assert!(matches!(limiter.try_acquire(), Err(Error::ShuttingDown)));
+}
+
 #[test]
 fn error_kinds_are_in_the_closed_set() {
     let errors = [
@@ -180,18 +202,63 @@ fn error_kinds_are_in_the_closed_set() {
             model: "m".into(),
             retry_after: Duration::from_secs(1),
         },
+        Error::Invalid {
+            field: "f".into(),
+            message: "m".into(),
+        },
         Error::Template("t".into()),
         Error::ContextLength {
             prompt_tokens: 9,
             capacity: 8,
         },
+        Error::NotReady {
+            model: "m".into(),
+            reason: "r".into(),
+        },
+        Error::Load {
+            model: "m".into(),
+            reason: "r".into(),
+            cause: None,
+        },
+        Error::Config("c".into()),
         Error::ShuttingDown,
         Error::Internal("x".into()),
+        Error::Model(std::sync::Arc::new(spice_hf_models::Error::Tokenizer(
+            "t".into(),
+        ))),
     ];
-    for e in errors {
+    // Every variant is above: this match has no wildcard, so a new variant fails to compile
+    // until it is added to the list (the count below then moves with it).
+    let variant = |e: &Error| match e {
+        Error::NotFound(_) => 0,
+        Error::Overloaded { .. } => 1,
+        Error::QueueTimeout { .. } => 2,
+        Error::RateLimited { .. } => 3,
+        Error::Invalid { .. } => 4,
+        Error::Template(_) => 5,
+        Error::ContextLength { .. } => 6,
+        Error::NotReady { .. } => 7,
+        Error::Load { .. } => 8,
+        Error::Config(_) => 9,
+        Error::ShuttingDown => 10,
+        Error::Internal(_) => 11,
+        Error::Model(_) => 12,
+    };
+    let seen: std::collections::BTreeSet<_> = errors.iter().map(variant).collect();
+    assert_eq!(seen.len(), 13, "every variant once");
+    let mut kinds = std::collections::BTreeSet::new();
+    for e in &errors {
         assert!(
             spice_hf_telemetry::names::ERROR_KINDS.contains(&e.kind()),
             "{e:?}"
         );
+        kinds.insert(e.kind());
     }
+    // Every label of the closed set is reachable from some error.
+    assert_eq!(
+        kinds.len(),
+        spice_hf_telemetry::names::ERROR_KINDS.len(),
+        "{kinds:?} against {:?}",
+        spice_hf_telemetry::names::ERROR_KINDS
+    );
 }

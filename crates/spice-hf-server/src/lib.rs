@@ -30,6 +30,7 @@
 
 mod openai;
 mod routes;
+mod status;
 
 use std::future::Future;
 use std::sync::Arc;

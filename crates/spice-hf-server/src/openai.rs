@@ -3,9 +3,7 @@
 //! error envelope. The fields we accept but ignore are listed in [`IGNORED_FIELDS`].
 
 use serde::{Deserialize, Serialize};
-use spice_hf_models::chat::Message;
-use spice_hf_models::generate::GenerateParams;
-use spice_hf_models::sampling::SamplingParams;
+use spice_hf_runtime::{FinishReason, GenerateParams, Message, SamplingParams};
 
 use crate::ApiError;
 
@@ -258,24 +256,6 @@ impl Sampling {
         {
             return Err(invalid("logprobs", "log probabilities are not supported"));
         }
-        let range = |field: &str, v: Option<f32>, lo: f32, hi: f32| -> Result<(), ApiError> {
-            match v {
-                Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(invalid(
-                    field,
-                    format!("{x} is out of range; it must be between {lo} and {hi}"),
-                )),
-                _ => Ok(()),
-            }
-        };
-        range("temperature", self.temperature, 0.0, 2.0)?;
-        range("top_p", self.top_p, 0.0, 1.0)?;
-        range("min_p", self.min_p, 0.0, 1.0)?;
-        range("repetition_penalty", self.repetition_penalty, 0.01, 10.0)?;
-        range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
-        range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
-        if self.top_p == Some(0.0) {
-            return Err(invalid("top_p", "must be greater than 0"));
-        }
         let (field, max) = match (self.max_completion_tokens, self.max_tokens) {
             (Some(m), _) => ("max_completion_tokens", Some(m)),
             (None, m) => ("max_tokens", m),
@@ -303,17 +283,21 @@ impl Sampling {
             ));
         }
         let d = &defaults.sampling;
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
+            seed: self.seed.or(d.seed),
+        };
+        sampling
+            .validate()
+            .map_err(|e| invalid(e.field, e.message))?;
         Ok(GenerateParams {
-            sampling: SamplingParams {
-                temperature: self.temperature.unwrap_or(d.temperature),
-                top_k: self.top_k.unwrap_or(d.top_k),
-                top_p: self.top_p.unwrap_or(d.top_p),
-                min_p: self.min_p.unwrap_or(d.min_p),
-                repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
-                presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
-                frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
-                seed: self.seed.or(d.seed),
-            },
+            sampling,
             max_tokens: max.map(|m| m as usize).unwrap_or(defaults.max_tokens),
             stop,
             stop_token_ids: defaults.stop_token_ids.clone(),
@@ -336,6 +320,129 @@ impl Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,
+        }
+    }
+}
+
+/// A completion, whole or one chunk of a stream: `chat.completion`, `chat.completion.chunk`
+/// or `text_completion`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CompletionBody<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) object: &'static str,
+    pub(crate) created: u64,
+    pub(crate) model: &'a str,
+    pub(crate) choices: Vec<Choice<'a>>,
+    /// Absent, `null` (the chunks of a stream that asked for usage) or the usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<Option<Usage>>,
+}
+
+/// One choice: a chat message, a chat stream delta or a text.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Choice<'a> {
+    pub(crate) index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) message: Option<AssistantMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) delta: Option<Delta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) text: Option<std::borrow::Cow<'a, str>>,
+    /// Always `null`: log probabilities are not returned.
+    pub(crate) logprobs: Option<()>,
+    #[serde(serialize_with = "finish_reason")]
+    pub(crate) finish_reason: Option<FinishReason>,
+}
+
+impl<'a> Choice<'a> {
+    fn new(finish_reason: Option<FinishReason>) -> Self {
+        Self {
+            index: 0,
+            message: None,
+            delta: None,
+            text: None,
+            logprobs: None,
+            finish_reason,
+        }
+    }
+
+    /// A whole chat answer.
+    pub(crate) fn message(content: &'a str, finish: FinishReason) -> Self {
+        Self {
+            message: Some(AssistantMessage {
+                role: "assistant",
+                content,
+            }),
+            ..Self::new(Some(finish))
+        }
+    }
+
+    /// A chat stream chunk.
+    pub(crate) fn delta(delta: Delta<'a>, finish: Option<FinishReason>) -> Self {
+        Self {
+            delta: Some(delta),
+            ..Self::new(finish)
+        }
+    }
+
+    /// A text answer or text stream chunk.
+    pub(crate) fn text(
+        text: impl Into<std::borrow::Cow<'a, str>>,
+        finish: Option<FinishReason>,
+    ) -> Self {
+        Self {
+            text: Some(text.into()),
+            ..Self::new(finish)
+        }
+    }
+}
+
+fn finish_reason<S: serde::Serializer>(f: &Option<FinishReason>, s: S) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => s.serialize_str(f.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+/// `message` of a chat answer.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AssistantMessage<'a> {
+    pub(crate) role: &'static str,
+    pub(crate) content: &'a str,
+}
+
+/// `delta` of a chat stream chunk: the role first, then content.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) content: Option<&'a str>,
+}
+
+/// `GET /v1/models`' entries.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ModelObject<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) object: &'static str,
+    pub(crate) created: u64,
+    pub(crate) owned_by: &'static str,
+    /// Ours: whether it answers now.
+    pub(crate) ready: bool,
+}
+
+/// `{"object": "list", "data": [...]}`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct List<T> {
+    pub(crate) object: &'static str,
+    pub(crate) data: Vec<T>,
+}
+
+impl<T> List<T> {
+    pub(crate) fn new(data: Vec<T>) -> Self {
+        Self {
+            object: "list",
+            data,
         }
     }
 }

@@ -15,11 +15,17 @@ use axum::routing::{get, post};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
-use spice_hf_runtime::{Completion, CompletionRequest, CompletionStream, Event, Prompt};
+use serde_json::Value;
+use spice_hf_runtime::{
+    Completion, CompletionRequest, CompletionStream, Event, FinishReason, Health, Prompt,
+};
 use spice_hf_telemetry::{TaskFilter, names};
 
-use crate::openai::{ChatRequest, Sampling, TextRequest, Usage, check_fields};
+use crate::openai::{
+    ChatRequest, Choice, CompletionBody, Delta, List, ModelObject, Sampling, TextRequest, Usage,
+    check_fields,
+};
+use crate::status::{HealthBody, ModelHealth, Ready};
 use crate::{ApiError, App};
 
 type AppState = State<Arc<App>>;
@@ -282,38 +288,39 @@ async fn complete(app: &App, body: &[u8], kind: Kind) -> Response {
         }
     } else {
         match model.generate(request).await {
-            Ok(c) if c.finish_reason == "cancelled" => {
+            Ok(c) if c.finish_reason == FinishReason::Cancelled => {
                 ApiError::from(spice_hf_runtime::Error::ShuttingDown).into_response()
             }
-            Ok(c) => axum::Json(body_json(kind, &c, created, echo.as_deref())).into_response(),
+            Ok(c) => axum::Json(whole(kind, &c, created, echo.as_deref())).into_response(),
             Err(e) => ApiError::from(e).into_response(),
         }
     }
 }
 
-fn body_json(kind: Kind, c: &Completion, created: u64, echo: Option<&str>) -> Value {
-    let usage = Usage::new(c.prompt_tokens, c.completion_tokens);
-    match kind {
-        Kind::Chat => json!({
-            "id": c.id, "object": "chat.completion", "created": created, "model": c.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": c.text},
-                "logprobs": null,
-                "finish_reason": c.finish_reason,
-            }],
-            "usage": usage,
-        }),
-        Kind::Text => json!({
-            "id": c.id, "object": "text_completion", "created": created, "model": c.model,
-            "choices": [{
-                "index": 0,
-                "text": format!("{}{}", echo.unwrap_or(""), c.text),
-                "logprobs": null,
-                "finish_reason": c.finish_reason,
-            }],
-            "usage": usage,
-        }),
+/// The whole answer of a request that did not stream.
+fn whole<'a>(
+    kind: Kind,
+    c: &'a Completion,
+    created: u64,
+    echo: Option<&str>,
+) -> CompletionBody<'a> {
+    let (object, choice) = match kind {
+        Kind::Chat => ("chat.completion", Choice::message(&c.text, c.finish_reason)),
+        Kind::Text => (
+            "text_completion",
+            Choice::text(
+                format!("{}{}", echo.unwrap_or(""), c.text),
+                Some(c.finish_reason),
+            ),
+        ),
+    };
+    CompletionBody {
+        id: &c.id,
+        object,
+        created,
+        model: &c.model,
+        choices: vec![choice],
+        usage: Some(Some(Usage::new(c.prompt_tokens, c.completion_tokens))),
     }
 }
 
@@ -327,54 +334,51 @@ struct Chunker {
 }
 
 impl Chunker {
-    fn chunk(&self, content: Option<&str>, role: bool, finish: Option<&str>) -> SseEvent {
-        let choice = match self.kind {
-            Kind::Chat => {
-                let mut delta = serde_json::Map::new();
-                if role {
-                    delta.insert("role".into(), "assistant".into());
-                }
-                if let Some(c) = content {
-                    delta.insert("content".into(), c.into());
-                }
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
-            }
-            Kind::Text => {
-                json!({"index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish})
-            }
-        };
-        let object = match self.kind {
+    fn object(&self) -> &'static str {
+        match self.kind {
             Kind::Chat => "chat.completion.chunk",
             Kind::Text => "text_completion",
-        };
-        let mut body = json!({
-            "id": self.id, "object": object, "created": self.created, "model": self.model,
-            "choices": [choice],
-        });
-        if self.include_usage {
-            body["usage"] = Value::Null;
         }
-        SseEvent::default().data(body.to_string())
+    }
+
+    fn body<'a>(&'a self, choices: Vec<Choice<'a>>, usage: Option<Option<Usage>>) -> SseEvent {
+        let body = CompletionBody {
+            id: &self.id,
+            object: self.object(),
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
+        SseEvent::default().data(serde_json::to_string(&body).unwrap_or_default())
+    }
+
+    fn chunk(&self, content: Option<&str>, role: bool, finish: Option<FinishReason>) -> SseEvent {
+        let choice = match self.kind {
+            Kind::Chat => Choice::delta(
+                Delta {
+                    role: role.then_some("assistant"),
+                    content,
+                },
+                finish,
+            ),
+            Kind::Text => Choice::text(content.unwrap_or(""), finish),
+        };
+        // A stream that asked for usage has `"usage": null` on every chunk but the last.
+        self.body(vec![choice], self.include_usage.then_some(None))
     }
 
     fn usage(&self, c: &Completion) -> SseEvent {
-        let object = match self.kind {
-            Kind::Chat => "chat.completion.chunk",
-            Kind::Text => "text_completion",
-        };
-        SseEvent::default().data(
-            json!({
-                "id": self.id, "object": object, "created": self.created, "model": self.model,
-                "choices": [], "usage": Usage::new(c.prompt_tokens, c.completion_tokens),
-            })
-            .to_string(),
+        self.body(
+            Vec::new(),
+            Some(Some(Usage::new(c.prompt_tokens, c.completion_tokens))),
         )
     }
 
     fn events(&self, event: Event) -> Vec<SseEvent> {
         match event {
             Event::Text(t) => vec![self.chunk(Some(&t), false, None)],
-            Event::Done(c) if c.finish_reason == "cancelled" => {
+            Event::Done(c) if c.finish_reason == FinishReason::Cancelled => {
                 vec![error_event(&ApiError::from(
                     spice_hf_runtime::Error::ShuttingDown,
                 ))]
@@ -416,32 +420,33 @@ fn sse(stream: CompletionStream, chunker: Chunker, echo: Option<String>) -> Resp
 
 async fn models(State(app): AppState) -> Response {
     let created = unix_now();
-    let data: Vec<Value> = app
+    let data: Vec<ModelObject> = app
         .runtime
         .models()
-        .map(|m| {
-            json!({
-                "id": m.name(), "object": "model", "created": created, "owned_by": "spice-hf",
-                "ready": m.health() == spice_hf_runtime::Health::Ready,
-            })
+        .map(|m| ModelObject {
+            id: m.name(),
+            object: "model",
+            created,
+            owned_by: "spice-hf",
+            ready: m.health() == Health::Ready,
         })
         .collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    axum::Json(List::new(data)).into_response()
 }
 
 async fn health(State(app): AppState) -> Response {
-    let models: Vec<_> = app.runtime.models().map(|m| m.info()).collect();
-    axum::Json(json!({
-        "status": "ok",
-        "ready": app.runtime.ready(),
-        "models": models,
-    }))
+    let infos: Vec<_> = app.runtime.models().map(|m| m.info()).collect();
+    axum::Json(HealthBody {
+        status: "ok",
+        ready: app.runtime.ready(),
+        models: infos.iter().map(ModelHealth::from).collect(),
+    })
     .into_response()
 }
 
 async fn ready(State(app): AppState) -> Response {
     if app.runtime.ready() {
-        return axum::Json(json!({"status": "ready"})).into_response();
+        return axum::Json(Ready { status: "ready" }).into_response();
     }
     let states: Vec<String> = app
         .runtime
@@ -523,7 +528,7 @@ async fn task_history(
         history.recent(&filter)
     };
     match tokio::task::spawn_blocking(read).await {
-        Ok(Ok(rows)) => axum::Json(json!({"object": "list", "data": rows})).into_response(),
+        Ok(Ok(rows)) => axum::Json(List::new(rows)).into_response(),
         Ok(Err(e)) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",

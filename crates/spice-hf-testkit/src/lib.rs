@@ -70,6 +70,23 @@ impl FakeHub {
         self.faults.inject(rule);
     }
 
+    /// Slows the CDN downloads numbered `downloads` (1-based, in arrival order) to `chunk`
+    /// bytes every `every`: a pull that takes long enough for a test to act during it (kill
+    /// it, start a second one, ask a loading server for readiness).
+    pub fn slow_downloads(
+        &self,
+        downloads: std::ops::RangeInclusive<usize>,
+        chunk: usize,
+        every: std::time::Duration,
+    ) {
+        self.inject(FaultRule::new(
+            Role::Cdn,
+            "/blobs/",
+            downloads,
+            Fault::Trickle { chunk, every },
+        ));
+    }
+
     /// Rules and log.
     pub fn faults(&self) -> &FaultState {
         &self.faults

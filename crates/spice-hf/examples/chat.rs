@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     c.prompt_tokens,
                     c.completion_tokens,
                     c.finish_reason,
-                    model.info().backend.unwrap_or_default()
+                    model.info().backend.map_or("no backend", |b| b.name())
                 );
             }
             Event::Error(e) => return Err(e.into()),

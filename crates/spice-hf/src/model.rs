@@ -11,8 +11,8 @@ use spice_hf_hub::{HubClient, HubConfig, ModelRef, NoProgress};
 use spice_hf_models::chat::Message;
 use spice_hf_models::generate::GenerateParams;
 use spice_hf_runtime::{
-    Completion, CompletionRequest, CompletionStream, Health, ModelInfo, ModelSpec, Prompt, Runtime,
-    ServedModel, Source,
+    Completion, CompletionRequest, CompletionStream, Health, LimiterConfig, ModelInfo, ModelSpec,
+    Prompt, Runtime, ServedModel, Source,
 };
 
 /// Errors of [`ModelBuilder::load`] and [`Model`]'s calls: the layer's own error, unchanged.
@@ -212,20 +212,24 @@ impl ModelBuilder {
                     client
                         .pull_model(&cache, &model, quant.as_deref(), &NoProgress)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| Arc::new(e) as spice_hf_runtime::Cause)
                 })
             }))
         };
-        let mut spec = ModelSpec::new(&self.reference, source);
-        spec.backend = match self.backend {
+        let backend = match self.backend {
             Some(b) => Some(b),
             None => spice_hf_backend::forced_from_env()
                 .map_err(|e| spice_hf_runtime::Error::Config(format!("SPICE_HF_BACKEND: {e}")))?,
         };
-        spec.context_length = self.context_length;
-        spec.limits.max_concurrency = max_concurrency;
-        spec.limits.max_queue = self.max_queue;
-        spec.defaults = self.defaults;
+        let spec = ModelSpec::new(&self.reference, source)
+            .with_backend(backend)
+            .with_context_length(self.context_length)
+            .with_limits(
+                LimiterConfig::default()
+                    .with_max_concurrency(max_concurrency)
+                    .with_max_queue(self.max_queue),
+            )
+            .with_defaults(self.defaults);
         let runtime = Runtime::new(vec![spec])?;
         let served = runtime.model(&self.reference)?;
         served.clone().ensure_loaded().await?;

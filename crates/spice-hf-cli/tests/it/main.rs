@@ -139,15 +139,7 @@ async fn killed_mid_file_then_resumed_with_range() {
     let files = files_with_big(8 << 20);
     let hub = hub_with(&files).await;
     // Slow the first CDN download so the kill lands mid-file.
-    hub.inject(FaultRule::new(
-        Role::Cdn,
-        "/blobs/",
-        1..=1,
-        Fault::Trickle {
-            chunk: 64 * 1024,
-            every: Duration::from_millis(25),
-        },
-    ));
+    hub.slow_downloads(1..=1, 64 * 1024, Duration::from_millis(25));
     let cache = tempfile::tempdir().unwrap();
     let mut first = spice(hub.url(), cache.path());
     first
@@ -223,16 +215,8 @@ async fn killed_mid_file_then_resumed_with_range() {
 async fn two_processes_download_each_file_once() {
     let files = files_with_big(4 << 20);
     let hub = hub_with(&files).await;
-    hub.inject(FaultRule::new(
-        Role::Cdn,
-        "/blobs/",
-        1..=10,
-        // ~2 s per file, so the second process is still starting while the first downloads.
-        Fault::Trickle {
-            chunk: 64 * 1024,
-            every: Duration::from_millis(30),
-        },
-    ));
+    // ~2 s per file, so the second process is still starting while the first downloads.
+    hub.slow_downloads(1..=10, 64 * 1024, Duration::from_millis(30));
     let cache = tempfile::tempdir().unwrap();
     let spawn = || {
         let mut c = spice(hub.url(), cache.path());
@@ -421,6 +405,33 @@ async fn cache_ls_verify_rm() {
     let rm = text(&output(run(&["cache", "rm", REPO])).await.stdout);
     assert!(rm.contains("removed org/tiny"), "{rm}");
     assert!(text(&output(run(&["cache", "ls"])).await.stdout).contains("no models"));
+}
+
+/// Sampling flags get the server's range checks, before anything is pulled: the hub is never
+/// asked (it would be unreachable here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_out_of_range_sampling_flags_before_pulling() {
+    let cache = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--temperature", "5"),
+        ("--top-p", "0"),
+        ("--min-p", "1.5"),
+        ("--repetition-penalty", "0"),
+    ] {
+        let out = output({
+            let mut c = spice("http://127.0.0.1:9", cache.path());
+            c.args(["run", REPO, "--prompt", "hi", flag, value]);
+            c
+        })
+        .await;
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+        assert!(
+            err.contains("out of range") || err.contains("greater than 0"),
+            "{flag} {value}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

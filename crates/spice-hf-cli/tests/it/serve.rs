@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use spice_hf_cache::Cache;
 use spice_hf_models::chat::Message;
+use spice_hf_testkit::fixtures;
 use spice_hf_testkit::serving::{self, metric_sum as metric, sse_data};
-use spice_hf_testkit::{Fault, FaultRule, Role, fixtures};
 
 use super::{REPO, hub_with, spice};
 
@@ -90,15 +90,7 @@ async fn serve_pulls_serves_and_accounts_for_every_request() {
     let files = fixtures::tiny_llama_files(3);
     let hub = hub_with(&files).await;
     // A slow weight download keeps the model loading long enough to see readiness refuse.
-    hub.inject(FaultRule::new(
-        Role::Cdn,
-        "/blobs/",
-        1..=1,
-        Fault::Trickle {
-            chunk: 32 * 1024,
-            every: Duration::from_millis(40),
-        },
-    ));
+    hub.slow_downloads(1..=1, 32 * 1024, Duration::from_millis(40));
     let home = tempfile::tempdir().unwrap();
     let history = home.path().join("history.db");
     let mut cmd = spice(hub.url(), home.path());

@@ -75,14 +75,14 @@ async fn generation_matches_the_model_layer_and_the_stream_adds_up() {
     let model = runtime.model("tiny").unwrap();
     assert_eq!(model.health(), Health::Ready);
     let info = model.info();
-    assert_eq!(info.backend.as_deref(), Some("cpu"));
+    assert_eq!(info.backend, Some(spice_hf_runtime::BackendKind::Cpu));
     assert!(info.estimated_bytes.unwrap() > 0 && info.load_ms.unwrap() > 0.0);
 
     let mut request = CompletionRequest::new(chat("hello"));
     request.params = Some(long_params(12));
     let done = model.generate(request.clone()).await.unwrap();
     assert_eq!(done.completion_tokens, 12);
-    assert_eq!(done.finish_reason, "length");
+    assert_eq!(done.finish_reason, spice_hf_runtime::FinishReason::Length);
 
     // The same prompt through the model layer directly gives the same ids.
     let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
@@ -186,11 +186,9 @@ async fn a_full_queue_refuses_exactly_the_overflow_and_metrics_count_it() {
     metrics::set_global_recorder(recorder).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut spec = tiny(dir.path(), "tiny");
-    spec.limits = LimiterConfig {
-        max_concurrency: NonZeroUsize::new(1).unwrap(),
-        max_queue: 2,
-        ..LimiterConfig::default()
-    };
+    spec.limits = LimiterConfig::default()
+        .with_max_concurrency(NonZeroUsize::new(1).unwrap())
+        .with_max_queue(2);
     let runtime = Runtime::new(vec![spec]).unwrap();
     runtime.load_initial().await;
     let model = runtime.model("tiny").unwrap();
@@ -293,6 +291,12 @@ async fn lazy_models_load_on_first_request_and_failed_loads_say_why() {
         .unwrap_err();
     assert!(matches!(err, Error::Load { .. }), "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
+    // The model layer's own error is kept, typed, under the runtime's.
+    let cause = err.cause().expect("a load error keeps its cause");
+    assert!(
+        cause.downcast_ref::<spice_hf_models::Error>().is_some(),
+        "{cause:?}"
+    );
     assert!(matches!(broken.health(), Health::Failed(_)));
     assert!(matches!(runtime.model("nope"), Err(Error::NotFound(_))));
 }
@@ -369,7 +373,10 @@ async fn shutdown_refuses_new_work_and_cancels_running_generations() {
     ));
     runtime.cancel_all();
     let done = running.await.unwrap().unwrap();
-    assert_eq!(done.finish_reason, "cancelled");
+    assert_eq!(
+        done.finish_reason,
+        spice_hf_runtime::FinishReason::Cancelled
+    );
     assert!(done.completion_tokens < 240);
     assert_eq!(runtime.in_flight(), 0);
 }
@@ -403,11 +410,9 @@ async fn templates_render_only_on_a_granted_slot_and_a_runaway_one_is_stopped() 
     let runaway =
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
     let mut spec = with_template(dir.path(), "loops", runaway);
-    spec.limits = LimiterConfig {
-        max_concurrency: NonZeroUsize::new(1).unwrap(),
-        max_queue: 1,
-        ..LimiterConfig::default()
-    };
+    spec.limits = LimiterConfig::default()
+        .with_max_concurrency(NonZeroUsize::new(1).unwrap())
+        .with_max_queue(1);
     let runtime = Runtime::new(vec![spec]).unwrap();
     runtime.load_initial().await;
     let model = runtime.model("loops").unwrap();
@@ -524,11 +529,9 @@ async fn requests_waiting_for_a_lazy_load_count_against_the_queue() {
     spec.context_length = 256;
     spec.backend = Some(spice_hf_backend::BackendKind::Cpu);
     spec.initial_load = false;
-    spec.limits = LimiterConfig {
-        max_concurrency: NonZeroUsize::new(1).unwrap(),
-        max_queue: 1,
-        ..LimiterConfig::default()
-    };
+    spec.limits = LimiterConfig::default()
+        .with_max_concurrency(NonZeroUsize::new(1).unwrap())
+        .with_max_queue(1);
     let runtime = Runtime::new(vec![spec]).unwrap();
     let model = runtime.model("lazy").unwrap();
     let spawn = || {

@@ -438,10 +438,7 @@ async fn readiness_waits_for_the_load_and_the_warm_up() {
 async fn the_per_minute_limit_answers_429_with_both_retry_headers() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = tiny_spec(dir.path());
-    spec.limits = LimiterConfig {
-        requests_per_minute: std::num::NonZeroU32::new(2),
-        ..LimiterConfig::default()
-    };
+    spec.limits = LimiterConfig::default().with_requests_per_minute(std::num::NonZeroU32::new(2));
     let server = start(vec![spec], |a| a, true).await;
     let body =
         json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
@@ -483,11 +480,9 @@ async fn the_per_minute_limit_answers_429_with_both_retry_headers() {
 async fn a_full_queue_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = tiny_spec(dir.path());
-    spec.limits = LimiterConfig {
-        max_concurrency: NonZeroUsize::new(1).unwrap(),
-        max_queue: 1,
-        ..LimiterConfig::default()
-    };
+    spec.limits = LimiterConfig::default()
+        .with_max_concurrency(NonZeroUsize::new(1).unwrap())
+        .with_max_queue(1);
     let server = Arc::new(start(vec![spec], |a| a, true).await);
     let model = server.runtime.model("tiny").unwrap();
     let holder = model.limiter().try_acquire().unwrap();

@@ -1,0 +1,270 @@
+//! A loaded model and what its load found: files opened, backend chosen, memory checked,
+//! weights loaded and the chat template settled ([`Engine::load`]); a prompt turned into ids
+//! ([`Engine::prompt_ids`]); and the one blocking generation that turns a panic into an error
+//! ([`Engine::generate`]), which sessions and the health probe both run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use spice_hf_backend::{BackendKind, Skipped};
+use spice_hf_models::chat::{ChatTemplate, Message};
+use spice_hf_models::footprint::{Footprint, Usage, WeightStorage, available_memory, peak_rss};
+use spice_hf_models::generate::{Flow, GenerateParams, Generated};
+use spice_hf_models::llama::{Compute, CpuOptions};
+use spice_hf_models::loaded::{LoadedModel, ModelFiles};
+use spice_hf_telemetry::names;
+
+use crate::spec::{Cause, ModelSpec};
+use crate::{Error, Result};
+
+/// What to complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<Message>),
+    /// Plain text, tokenized as is.
+    Text(String),
+}
+
+/// A loaded model and what the load found.
+pub(crate) struct Engine {
+    loaded: LoadedModel,
+    template: Option<ChatTemplate>,
+    backend: BackendKind,
+    device: String,
+    skipped: Vec<Skipped>,
+    footprint: Footprint,
+    load_ms: f64,
+    peak_rss: Option<u64>,
+}
+
+/// A load failure of `model` that `cause` explains.
+pub(crate) fn failed(model: &str, cause: Cause) -> Error {
+    Error::Load {
+        model: model.to_string(),
+        reason: cause.to_string(),
+        cause: Some(cause),
+    }
+}
+
+impl Engine {
+    /// Opens `path`, chooses the backend, checks the memory the host has against the
+    /// footprint `spec` asks for, loads and settles the template. Blocking.
+    pub(crate) fn load(spec: &ModelSpec, path: &Path) -> Result<Self> {
+        let load_err = |e: spice_hf_models::Error| failed(&spec.name, Arc::new(e));
+        let files = ModelFiles::open(path).map_err(load_err)?;
+        let choice =
+            spice_hf_backend::choose(spec.backend).map_err(|e| failed(&spec.name, Arc::new(e)))?;
+        let compute = compute(spec, choice.kind, &choice.device);
+        // Every request that may run at once holds a KV cache of the whole context.
+        let usage = Usage {
+            context: spec.context_length,
+            sequences: spec.limits.max_concurrency.get(),
+            headroom: spec.headroom,
+            storage: WeightStorage::of(&compute),
+            kv: spec.kv_cache,
+        };
+        let footprint = files.footprint(&usage).map_err(load_err)?;
+        for s in &choice.skipped {
+            let reason = if s.kind.compiled() {
+                "unavailable"
+            } else {
+                "not_compiled"
+            };
+            metrics::counter!(names::BACKEND_FALLBACK, names::MODEL => spec.name.clone(), names::BACKEND => s.kind.name(), names::REASON => reason).increment(1);
+        }
+        check_memory(spec, &usage, &footprint, choice.kind)?;
+        let loaded = files
+            .load(spec.context_length, &compute)
+            .map_err(load_err)?;
+        let template = template(spec, &loaded);
+        let device = loaded
+            .model
+            .compute_detail()
+            .unwrap_or_else(|| choice.detail.clone());
+        Ok(Self {
+            loaded,
+            template,
+            backend: choice.kind,
+            device,
+            skipped: choice.skipped.clone(),
+            footprint,
+            load_ms: 0.0,
+            peak_rss: peak_rss(),
+        })
+    }
+
+    /// With the load time the caller measured (fetch included).
+    pub(crate) fn with_load_ms(self, load_ms: f64) -> Self {
+        Self { load_ms, ..self }
+    }
+
+    /// The backend it runs on.
+    pub(crate) fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// What the backend runs on.
+    pub(crate) fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Backends passed over.
+    pub(crate) fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// The footprint estimate.
+    pub(crate) fn footprint(&self) -> &Footprint {
+        &self.footprint
+    }
+
+    /// Load time, ms.
+    pub(crate) fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    /// Peak RSS of the process after the load.
+    pub(crate) fn peak_rss(&self) -> Option<u64> {
+        self.peak_rss
+    }
+
+    /// The file or directory loaded.
+    pub(crate) fn source(&self) -> &PathBuf {
+        &self.loaded.source
+    }
+
+    /// Whether it has a chat template.
+    pub(crate) fn has_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// The ids of `prompt` (rendered with the template when a chat), checked against the
+    /// context; `field` names the request field an error points at.
+    pub(crate) fn prompt_ids(&self, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
+        let tokenizer = &self.loaded.tokenizer;
+        let ids = match prompt {
+            Prompt::Text(text) => tokenizer.encode_prompt(text)?,
+            Prompt::Chat(messages) => {
+                let Some(template) = &self.template else {
+                    return Err(Error::Template(
+                        "this model has no chat template; use /v1/completions, or set chat_template in the model's params".into(),
+                    ));
+                };
+                if messages.is_empty() {
+                    return Err(Error::Invalid {
+                        field: field.to_string(),
+                        message: "at least one message is required".into(),
+                    });
+                }
+                let rendered = template.render(messages, true)?;
+                let typed: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+                tokenizer.encode_chat_prompt(&rendered, &typed)?
+            }
+        };
+        if ids.is_empty() {
+            return Err(Error::Invalid {
+                field: field.to_string(),
+                message: "the prompt is empty".into(),
+            });
+        }
+        let capacity = self.loaded.model.max_context();
+        if ids.len() >= capacity {
+            return Err(Error::ContextLength {
+                prompt_tokens: ids.len(),
+                capacity,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Generates after `ids` on this thread (a blocking one), calling `on_piece` with each
+    /// piece of text. A panic in the model code is a failure of ours, returned as an error
+    /// that starts with `what` (`generation`, `the probe`), never a cancellation.
+    pub(crate) fn generate(
+        &self,
+        ids: &[u32],
+        params: &GenerateParams,
+        on_piece: impl FnMut(&str) -> Flow,
+        what: &str,
+    ) -> Result<Generated> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            spice_hf_models::generate::generate(
+                &self.loaded.model,
+                &self.loaded.tokenizer,
+                ids,
+                params,
+                on_piece,
+            )
+        }))
+        .map_err(|p| Error::Internal(format!("{what} panicked: {}", crate::panic_message(&*p))))?
+        .map_err(Error::from)
+    }
+}
+
+/// The CPU backend runs our kernels over the packed weights; GPU devices run Burn, with f16
+/// matrices where the device computes in f16.
+fn compute(spec: &ModelSpec, kind: BackendKind, device: &spice_hf_backend::Device) -> Compute {
+    if kind == BackendKind::Cpu {
+        let mut cpu = CpuOptions::default()
+            .with_kv(spec.kv_cache)
+            .with_activations(spec.activations);
+        if let Some(threads) = spec.threads {
+            cpu = cpu.with_threads(threads);
+        }
+        Compute::Cpu(cpu)
+    } else {
+        Compute::gpu(device.clone())
+    }
+}
+
+/// Refuses a load whose footprint passes the memory available now, with the numbers and what
+/// to change.
+fn check_memory(
+    spec: &ModelSpec,
+    usage: &Usage,
+    footprint: &Footprint,
+    kind: BackendKind,
+) -> Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if footprint.total() <= available {
+        return Ok(());
+    }
+    Err(Error::Load {
+        model: spec.name.clone(),
+        reason: format!(
+            "it needs about {} MiB ({} MiB of weights, {} MiB of KV cache for {} x {} positions, {:.0} % headroom) \
+             but {} MiB are available on the {} device; use a smaller quantization, a shorter context_length, \
+             a lower max_concurrency, or the CPU backend",
+            footprint.total() >> 20,
+            footprint.weights_bytes >> 20,
+            footprint.kv_cache_bytes >> 20,
+            usage.sequences,
+            spec.context_length,
+            spec.headroom * 100.0,
+            available >> 20,
+            kind
+        ),
+        cause: None,
+    })
+}
+
+/// The spec's chat template (its special tokens from the model's tokenizer), else the model's.
+fn template(spec: &ModelSpec, loaded: &LoadedModel) -> Option<ChatTemplate> {
+    match &spec.chat_template {
+        Some(source) => {
+            let text = |id: Option<u32>| {
+                id.and_then(|i| loaded.tokenizer.id_to_token(i))
+                    .unwrap_or_default()
+            };
+            Some(ChatTemplate::new(
+                source,
+                &text(loaded.tokenizer.bos),
+                &text(loaded.tokenizer.eos.first().copied()),
+            ))
+        }
+        None => loaded.template.clone(),
+    }
+}
