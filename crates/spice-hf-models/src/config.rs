@@ -8,6 +8,10 @@ use serde::Deserialize;
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
+/// Largest `config.json` read: real ones are a few KiB (a classifier's label map may reach
+/// hundreds); a repository's file past this is refused, never read into memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// The fields of a Hugging Face `config.json` we read; others are ignored.
 #[derive(Debug, Deserialize)]
 struct HfConfig {
@@ -48,6 +52,24 @@ struct HfRopeScaling {
     high_freq_factor: Option<f64>,
     #[serde(default)]
     original_max_position_embeddings: Option<f64>,
+}
+
+/// Reads at most `max` bytes of `path`; a longer file is an error naming it.
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::Config(format!(
+            "{} is larger than {} MiB; a model configuration is a few KiB, so this is not one",
+            path.display(),
+            max >> 20
+        )));
+    }
+    Ok(bytes)
 }
 
 fn llama() -> String {
@@ -197,7 +219,7 @@ impl LlamaConfig {
 
     /// Reads a Hugging Face `config.json` of the Llama family.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        let bytes = read_capped(path, MAX_CONFIG_BYTES)?;
         let c: HfConfig = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         if c.model_type != "llama" {

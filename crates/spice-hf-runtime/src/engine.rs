@@ -140,8 +140,21 @@ impl Engine {
     }
 
     /// The ids of `prompt` (rendered with the template when a chat), checked against the
-    /// context; `field` names the request field an error points at.
+    /// context; `field` names the request field an error points at. Blocking; a panic in the
+    /// template or the tokenizer is returned as an error, as in [`Engine::generate`].
     pub(crate) fn prompt_ids(&self, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.prompt_ids_unguarded(prompt, field)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Internal(format!(
+                "preparing the prompt panicked: {}",
+                crate::panic_message(&*p)
+            )))
+        })
+    }
+
+    fn prompt_ids_unguarded(&self, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
         let tokenizer = &self.loaded.tokenizer;
         let ids = match prompt {
             Prompt::Text(text) => tokenizer.encode_prompt(text)?,

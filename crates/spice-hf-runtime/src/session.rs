@@ -288,20 +288,9 @@ impl ServedModel {
         let (ids, permit) = {
             let engine = engine.clone();
             let prompt = request.prompt;
-            tokio::task::spawn_blocking(move || {
-                let ids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    engine.prompt_ids(&prompt, "messages")
-                }))
-                .unwrap_or_else(|p| {
-                    Err(Error::Internal(format!(
-                        "preparing the prompt panicked: {}",
-                        crate::panic_message(&*p)
-                    )))
-                });
-                (ids, permit)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("the prompt task failed: {e}")))?
+            tokio::task::spawn_blocking(move || (engine.prompt_ids(&prompt, "messages"), permit))
+                .await
+                .map_err(|e| Error::Internal(format!("the prompt task failed: {e}")))?
         };
         let ids = ids?;
 

@@ -185,6 +185,37 @@ fn llama3_rope_scaling_matches_the_published_formula() {
 /// GGUF version 2 (what llama.cpp wrote before big-endian files got version 3; the layout is
 /// the same): the version is reported and the model gives exactly the v3 file's logits.
 /// Version 1 (32-bit counts) is refused by name.
+/// A `config.json` is read with a cap: a hostile repository's huge one (valid JSON, padded)
+/// is refused with its name instead of being read into memory; a field of the wrong type is
+/// an error naming it, never a default.
+#[test]
+fn an_oversized_or_mistyped_config_json_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_tiny_llama(dir.path(), 5).unwrap();
+    let path = dir.path().join("config.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    assert!(LlamaConfig::from_hf_config(&path).is_ok());
+    let padded = format!(
+        "{}{}",
+        " ".repeat(spice_hf_models::config::MAX_CONFIG_BYTES as usize),
+        good
+    );
+    std::fs::write(&path, padded).unwrap();
+    let err = LlamaConfig::from_hf_config(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("larger than"),
+        "{err}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["rope_theta"] = "a lot".into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let err = LlamaConfig::from_hf_config(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("invalid type"),
+        "{err}"
+    );
+}
+
 #[test]
 fn gguf_version_2_loads_like_version_3_and_version_1_is_refused() {
     let dir = tempfile::tempdir().unwrap();
