@@ -107,7 +107,142 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
     let mut problems = deps(root)?;
     module_docs(root, &mut problems)?;
     problems.extend(public_deps(root)?);
+    let doc = std::fs::read_to_string(root.join(ARCHITECTURE)).context(ARCHITECTURE)?;
+    problems.extend(checked_marks(&doc, &test_names(root)?));
     Ok(problems)
+}
+
+/// The map whose ✓ marks this file checks.
+const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
+
+/// The checks a ✓ bullet may name as `[checked by tidy: CHECK ...]`.
+const TIDY_CHECKS: &[&str] = &[
+    "deps",
+    "binary-only",
+    "banned",
+    "module-docs",
+    "public-deps",
+];
+
+/// Every bullet of the architecture map marked ✓ must say what checks it, at its end:
+/// `[checked by tidy: deps CRATE...]` (each lower-case name in backticks, other than the
+/// crates themselves, is in [`FORBIDDEN`] for each of them), `[checked by tidy: binary-only]`
+/// (the bullet names every [`BINARY_ONLY`] crate and every exception),
+/// `[checked by tidy: banned]` (its names are [`BANNED`]), `module-docs`, `public-deps`, or
+/// `[checked by test: NAME]` (a `#[test]` function of that name exists in the tree).
+fn checked_marks(doc: &str, tests: &BTreeSet<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for bullet in bullets(doc).iter().filter(|b| b.starts_with("- ✓")) {
+        let start: String = bullet.chars().take(60).collect();
+        let mut say = |what: String| problems.push(format!("{ARCHITECTURE}: \"{start}…\": {what}"));
+        let Some((kind, args)) = bullet
+            .rsplit_once("[checked by ")
+            .and_then(|(_, tag)| tag.split_once(']'))
+            .and_then(|(tag, _)| tag.split_once(": "))
+        else {
+            say(
+                "marked ✓ but names no check (`[checked by tidy: …]` or `[checked by test: …]`)"
+                    .into(),
+            );
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let named: Vec<&str> = backticked(bullet)
+            .into_iter()
+            .filter(|n| {
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-' || c == '_')
+            })
+            .collect();
+        match (kind, args.split_first()) {
+            ("test", Some((name, []))) => {
+                if !tests.contains(*name) {
+                    say(format!("no #[test] fn `{name}` in the tree"));
+                }
+            }
+            ("tidy", Some((&"deps", crates))) if !crates.is_empty() => {
+                for krate in crates {
+                    let Some((_, forbidden, _)) = FORBIDDEN.iter().find(|(c, ..)| c == krate)
+                    else {
+                        say(format!("tidy has no dependency rule for `{krate}`"));
+                        continue;
+                    };
+                    for dep in named.iter().filter(|n| !crates.contains(n)) {
+                        if !forbidden.contains(dep) {
+                            say(format!("tidy does not forbid `{dep}` to `{krate}`"));
+                        }
+                    }
+                }
+            }
+            ("tidy", Some((&"binary-only", []))) => {
+                let exceptions = BINARY_ONLY_EXCEPTIONS.iter().map(|(c, ..)| c);
+                for c in BINARY_ONLY.iter().chain(exceptions) {
+                    if !named.contains(c) {
+                        say(format!(
+                            "tidy's binary-only rule covers `{c}`; the bullet should name it"
+                        ));
+                    }
+                }
+            }
+            ("tidy", Some((&"banned", []))) => {
+                for n in named.iter().filter(|n| !BANNED.contains(n)) {
+                    say(format!("tidy does not ban `{n}`"));
+                }
+            }
+            ("tidy", Some((check, []))) if TIDY_CHECKS.contains(check) => {}
+            _ => say(format!("unknown check `{kind}: {}`", args.join(" "))),
+        }
+    }
+    problems
+}
+
+/// The list items of a Markdown text, each with its continuation lines joined.
+fn bullets(doc: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in doc.lines() {
+        if line.starts_with("- ") {
+            out.push(line.to_string());
+            open = true;
+        } else if open && line.starts_with("  ") && !line.trim().is_empty() {
+            let last = out.last_mut().expect("an open bullet");
+            last.push(' ');
+            last.push_str(line.trim());
+        } else {
+            open = false;
+        }
+    }
+    out
+}
+
+/// The words in backticks.
+fn backticked(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// The names of the `#[test]` / `#[tokio::test]` functions under `crates/` and `xtask/`.
+fn test_names(root: &Path) -> Result<BTreeSet<String>> {
+    let mut files = Vec::new();
+    for top in ["crates", "xtask"] {
+        collect_rs(&root.join(top), &mut files);
+    }
+    let mut names = BTreeSet::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let mut attribute = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
+                attribute = true;
+            } else if attribute && let Some(rest) = line.split("fn ").nth(1) {
+                if let Some(name) = rest.split('(').next() {
+                    names.insert(name.trim().to_string());
+                }
+                attribute = false;
+            }
+        }
+    }
+    Ok(names)
 }
 
 fn deps(root: &Path) -> Result<Vec<String>> {
@@ -557,7 +692,33 @@ pub(crate) fn public_deps(root: &Path) -> Result<Vec<String>> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::foreign_in_public;
+    use super::{checked_marks, foreign_in_public};
+
+    #[test]
+    fn a_check_mark_must_name_a_check_that_covers_it() {
+        let tests = BTreeSet::from(["a_real_test".to_string()]);
+        let ok = "- ✓ The cache does no network I/O: `spice-hf-cache` reaches neither `reqwest`\n  nor `tokio`. [checked by tidy: deps spice-hf-cache]\n- ✓ Probes. [checked by test: a_real_test]\n- Not marked.\n";
+        assert_eq!(checked_marks(ok, &tests), Vec::<String>::new());
+        let bad = [
+            // No check named.
+            "- ✓ Something holds.\n",
+            // A dependency tidy does not forbid.
+            "- ✓ No `serde` in the cache. [checked by tidy: deps spice-hf-cache]\n",
+            // A crate without a rule.
+            "- ✓ No `reqwest`. [checked by tidy: deps spice-hf-nothing]\n",
+            // A test that does not exist.
+            "- ✓ Probes.\n  [checked by test: a_gone_test]\n",
+            // A crate tidy does not ban.
+            "- ✓ Nothing uses `serde`. [checked by tidy: banned]\n",
+            // An unknown check.
+            "- ✓ Fine. [checked by tidy: vibes]\n",
+            // The binary-only rule not fully stated.
+            "- ✓ Only binaries use `clap`. [checked by tidy: binary-only]\n",
+        ];
+        for doc in bad {
+            assert!(!checked_marks(doc, &tests).is_empty(), "{doc}");
+        }
+    }
 
     #[test]
     fn foreign_types_in_public_items_are_found() {

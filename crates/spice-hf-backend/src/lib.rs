@@ -46,6 +46,7 @@ mod cuda;
 mod exit;
 #[cfg(feature = "wgpu")]
 mod gpu;
+pub mod host;
 #[cfg(test)]
 mod tests;
 

@@ -109,7 +109,17 @@ pub(crate) struct HubArgs {
 impl HubArgs {
     /// The client: environment first, then these flags.
     pub(crate) fn client(&self, max_parallel: Option<usize>) -> anyhow::Result<HubClient> {
-        let mut config = HubConfig::from_env(self.token.as_deref())?;
+        self.client_with_token(None, max_parallel)
+    }
+
+    /// The client, with `token` (a model's own, from the config file) over `--token` and the
+    /// environment.
+    pub(crate) fn client_with_token(
+        &self,
+        token: Option<&str>,
+        max_parallel: Option<usize>,
+    ) -> anyhow::Result<HubClient> {
+        let mut config = HubConfig::from_env(token.or(self.token.as_deref()))?;
         if let Some(ep) = &self.endpoint {
             config.endpoint = ep.clone();
         }
@@ -388,7 +398,7 @@ async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     };
     let bars = progress::Bars::new();
     let report = client.pull(&cache, &model, &opts, &bars).await;
-    bars.finish();
+    drop(bars);
     let report = report.with_context(|| format!("pulling {model}"))?;
     if args.json {
         let files: Vec<_> = report

@@ -38,8 +38,11 @@ impl Bars {
             files: Mutex::default(),
         }
     }
+}
 
-    pub(crate) fn finish(&self) {
+/// A pull's bars leave the terminal when the pull ends, whichever way it ends.
+impl Drop for Bars {
+    fn drop(&mut self) {
         self.total.finish_and_clear();
         let _ = self.multi.clear();
     }

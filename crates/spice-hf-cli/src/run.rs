@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use spice_hf_backend::BackendKind;
-use spice_hf_cache::Cache;
-use spice_hf_hub::{HubClient, ModelRef};
+
+use spice_hf_backend::host::{available_memory, peak_rss};
 use spice_hf_models::chat::Message;
-use spice_hf_models::footprint::{Usage, WeightStorage, available_memory, peak_rss};
+use spice_hf_models::footprint::{Usage, WeightStorage};
 use spice_hf_models::generate::GenerateParams;
 use spice_hf_models::llama::{Activations, KvDtype};
 use spice_hf_models::loaded::ModelFiles;
@@ -165,42 +165,22 @@ enum HeldAs {
 
 /// Turns the model argument into a path, pulling from the Hub when it is a reference.
 async fn resolve(args: &ModelArgs) -> anyhow::Result<PathBuf> {
-    let as_path = PathBuf::from(&args.model);
-    if as_path.exists() {
-        return Ok(as_path);
+    let source = spice_hf::source(
+        &args.model,
+        args.hub.client(None)?,
+        args.hub.cache()?,
+        args.quant.clone(),
+        crate::progress::Bars::new,
+    )?;
+    match source {
+        Source::Path(path) => Ok(path),
+        Source::Fetch(fetch) => fetch().await.with_context(|| {
+            format!(
+                "pulling {} (for a GGUF repository, pass --quant / params.quant)",
+                args.model
+            )
+        }),
     }
-    let client = args.hub.client(None)?;
-    let cache = args.hub.cache()?;
-    fetch(&args.model, args.quant.as_deref(), &client, &cache).await
-}
-
-/// Pulls a Hub reference (its JSON files plus the safetensors weights, or the GGUF of `quant`)
-/// into the cache, with progress bars on a terminal, and returns the path to load.
-pub(crate) async fn pull(
-    reference: &str,
-    quant: Option<&str>,
-    client: &HubClient,
-    cache: &Cache,
-) -> Result<PathBuf, spice_hf_hub::Error> {
-    let model = ModelRef::parse(reference)?;
-    let bars = crate::progress::Bars::new();
-    let path = client.pull_model(cache, &model, quant, &bars).await;
-    bars.finish();
-    path
-}
-
-/// [`pull`], with what to do about a GGUF repository in the error.
-async fn fetch(
-    reference: &str,
-    quant: Option<&str>,
-    client: &HubClient,
-    cache: &Cache,
-) -> anyhow::Result<PathBuf> {
-    pull(reference, quant, client, cache)
-        .await
-        .with_context(|| {
-            format!("pulling {reference} (for a GGUF repository, pass --quant / params.quant)")
-        })
 }
 
 pub(crate) fn forced_backend(arg: Option<&str>) -> anyhow::Result<Option<BackendKind>> {

@@ -13,9 +13,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use spice_hf_backend::BackendKind;
-use spice_hf_hub::HubConfig;
 use spice_hf_models::generate::GenerateParams;
-use spice_hf_runtime::{Activations, KvDtype, LimiterConfig, ModelSpec, Runtime, Source};
+use spice_hf_runtime::{Activations, KvDtype, LimiterConfig, ModelSpec, Runtime};
 use spice_hf_telemetry::{TaskFilter, TaskHistory, TaskHistoryLayer};
 
 use crate::config::{BackendChoice, Config, ModelEntry, Params, default_name};
@@ -171,41 +170,22 @@ fn spec(entry: &ModelEntry, args: &ServeArgs) -> anyhow::Result<ModelSpec> {
         .name
         .clone()
         .unwrap_or_else(|| default_name(&entry.from));
-    let path = PathBuf::from(&entry.from);
-    let source = if path.exists() {
-        Source::Path(path)
-    } else {
-        // A Hub reference: checked now, pulled at load time with this model's token.
-        spice_hf_hub::ModelRef::parse(&entry.from).with_context(|| {
-            format!(
-                "model `{name}`: `{}` is neither a path that exists nor a Hub reference",
-                entry.from
-            )
-        })?;
-        // The model's own token (config), else `--token`, else the environment.
-        let mut hub = HubConfig::from_env(p.hf_token.as_deref().or(args.hub.token.as_deref()))?;
-        if let Some(ep) = &args.hub.endpoint {
-            hub.endpoint = ep.clone();
-        }
-        hub.offline |= args.hub.offline;
-        let cache = args.hub.cache()?;
-        let reference = entry.from.clone();
-        let quant = p.quant.clone();
-        Source::Fetch(Arc::new(move || {
-            let hub = hub.clone();
-            let cache = cache.clone();
-            let reference = reference.clone();
-            let quant = quant.clone();
-            Box::pin(async move {
-                // The hub's own error, typed, under the runtime's (`Error::cause`).
-                let cause = |e: spice_hf_hub::Error| Arc::new(e) as spice_hf_runtime::Cause;
-                let client = spice_hf_hub::HubClient::new(hub).map_err(cause)?;
-                crate::run::pull(&reference, quant.as_deref(), &client, &cache)
-                    .await
-                    .map_err(cause)
-            })
-        }))
-    };
+    // A path, or a Hub reference checked now and pulled at load time with this model's token
+    // (the config's, else `--token`, else the environment's).
+    let client = args.hub.client_with_token(p.hf_token.as_deref(), None)?;
+    let source = spice_hf::source(
+        &entry.from,
+        client,
+        args.hub.cache()?,
+        p.quant.clone(),
+        crate::progress::Bars::new,
+    )
+    .with_context(|| {
+        format!(
+            "model `{name}`: `{}` is neither a path that exists nor a Hub reference",
+            entry.from
+        )
+    })?;
     let mut spec = ModelSpec::new(&name, source)
         .with_backend(backend(p.backend, args.backend.as_deref())?)
         .with_threads(p.threads)

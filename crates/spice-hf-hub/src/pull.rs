@@ -122,80 +122,14 @@ impl HubClient {
         }
         let commit = self.resolve_commit(model.repo(), model.revision()).await?;
         let listing = self.list_files(model.repo(), &commit).await?;
-        let selected: Vec<&str> = opts
-            .selection
-            .apply(listing.iter().map(|f| f.path.as_str()))?;
-        let wanted: Vec<RemoteFile> = listing
-            .iter()
-            .filter(|f| selected.contains(&f.path.as_str()))
-            .cloned()
-            .collect();
-        for f in &wanted {
-            rev_dir.file_path(&f.path)?;
-        }
+        let wanted = wanted(&rev_dir, &listing, &opts.selection)?;
 
         let lock = {
-            let rev_dir = rev_dir.clone();
-            let bound = opts.lock_timeout;
-            tokio::task::spawn_blocking(move || rev_dir.lock(bound))
-                .await
-                .map_err(|e| Error::Task {
-                    task: "cache lock",
-                    reason: e.to_string(),
-                })??
+            let (rev_dir, bound) = (rev_dir.clone(), opts.lock_timeout);
+            blocking("cache lock", move || rev_dir.lock(bound)).await?
         };
-
-        let mut manifest = match rev_dir.manifest()? {
-            Some(m) if m.commit == commit => m,
-            Some(mut old) => {
-                tracing::warn!(model = %model, from = %old.commit, to = %commit, "the revision moved to a new commit; changed files will be fetched again");
-                let tree: std::collections::BTreeMap<_, _> = listing
-                    .iter()
-                    .map(|f| (f.path.clone(), f.hash.clone()))
-                    .collect();
-                old.files.retain(|p, e| tree.get(p) == Some(&e.hash));
-                old.commit = commit.clone();
-                old
-            }
-            None => Manifest::new(model.repo(), model.revision(), &commit),
-        };
-        manifest.tree = listing
-            .iter()
-            .map(|f| {
-                (
-                    f.path.clone(),
-                    ManifestEntry {
-                        size: f.size,
-                        hash: f.hash.clone(),
-                        etag: None,
-                        stamp: None,
-                    },
-                )
-            })
-            .collect();
-
-        let mut files = Vec::new();
-        let mut missing = Vec::new();
-        let mut needed = 0u64;
-        for f in &wanted {
-            let state = rev_dir.state(&f.path, &f.expected(), &mut manifest)?;
-            match state {
-                FileState::Cached => files.push(PulledFile {
-                    path: f.path.clone(),
-                    size: f.size,
-                    state: PulledState::Cached,
-                }),
-                FileState::Adopted => files.push(PulledFile {
-                    path: f.path.clone(),
-                    size: f.size,
-                    state: PulledState::Adopted,
-                }),
-                FileState::Missing { partial } => {
-                    needed += f.size - partial;
-                    missing.push(f.clone());
-                }
-            }
-        }
+        let mut manifest = manifest_for(&rev_dir, model, &commit, &listing)?;
+        let (mut files, missing) = sort_out(&rev_dir, &wanted, &mut manifest)?;
         rev_dir.save_manifest(&manifest)?;
         // Held until every download ends, so a pull started meanwhile counts these bytes. It
         // waits for the cache-wide reservation lock, so off the async threads.
@@ -203,50 +137,28 @@ impl HubClient {
             None
         } else {
             let rev_dir = rev_dir.clone();
-            let planned: Vec<(String, u64)> =
-                missing.iter().map(|f| (f.path.clone(), f.size)).collect();
-            let reserved = tokio::task::spawn_blocking(move || {
-                let planned: Vec<(&str, u64)> =
-                    planned.iter().map(|(p, s)| (p.as_str(), *s)).collect();
-                rev_dir.reserve_space(&planned, needed)
-            })
-            .await
-            .map_err(|e| Error::Task {
-                task: "space reservation",
-                reason: e.to_string(),
-            })??;
-            Some(reserved)
+            let needed = missing.iter().map(|(_, left)| left).sum();
+            let planned: Vec<(String, u64)> = missing
+                .iter()
+                .map(|(f, _)| (f.path.clone(), f.size))
+                .collect();
+            Some(
+                blocking("space reservation", move || {
+                    let planned: Vec<(&str, u64)> =
+                        planned.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+                    rev_dir.reserve_space(&planned, needed)
+                })
+                .await?,
+            )
         };
-
-        let manifest = Mutex::new(manifest);
-        // Owned items: a closure over `&RemoteFile` makes the future's Send-ness higher-ranked,
-        // which callers that box the pull as `Send` (the server's model fetch) cannot prove.
-        let (rev_dir_ref, commit_ref, manifest_ref) = (&rev_dir, &commit, &manifest);
-        let range = opts.range_parallel.as_ref();
-        let results: Vec<Result<PulledFile>> = futures_util::stream::iter(missing.iter().cloned())
-            .map(|f| async move {
-                self.fetch_one(rev_dir_ref, commit_ref, &f, manifest_ref, range, progress)
-                    .await
-            })
-            .buffer_unordered(self.config().max_parallel.max(1))
-            .collect()
+        let missing: Vec<RemoteFile> = missing.into_iter().map(|(f, _)| f).collect();
+        let downloaded = self
+            .fetch_all(&rev_dir, &commit, missing, manifest, opts, progress)
             .await;
         drop(lock);
-        let mut downloaded_bytes = 0;
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(f) => {
-                    downloaded_bytes += f.size;
-                    files.push(f);
-                }
-                Err(e) if first_error.is_none() => first_error = Some(e),
-                Err(_) => {}
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        let downloaded = downloaded?;
+        let downloaded_bytes = downloaded.iter().map(|f| f.size).sum();
+        files.extend(downloaded);
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(PullReport {
             model: model.clone(),
@@ -256,6 +168,33 @@ impl HubClient {
             downloaded_bytes,
             used_network: true,
         })
+    }
+
+    /// Downloads `missing` at most `max_parallel` at a time, each recorded in the manifest as
+    /// it lands; every download runs to its end, and the first failure is the result.
+    async fn fetch_all(
+        &self,
+        rev_dir: &RevisionDir,
+        commit: &str,
+        missing: Vec<RemoteFile>,
+        manifest: Manifest,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Vec<PulledFile>> {
+        let manifest = Mutex::new(manifest);
+        // Owned items: a closure over `&RemoteFile` makes the future's Send-ness higher-ranked,
+        // which callers that box the pull as `Send` (the server's model fetch) cannot prove.
+        let manifest = &manifest;
+        let range = opts.range_parallel.as_ref();
+        let results: Vec<Result<PulledFile>> = futures_util::stream::iter(missing)
+            .map(|f| async move {
+                self.fetch_one(rev_dir, commit, &f, manifest, range, progress)
+                    .await
+            })
+            .buffer_unordered(self.config().max_parallel.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 
     async fn fetch_one(
@@ -375,4 +314,107 @@ impl HubClient {
             used_network: false,
         }))
     }
+}
+
+/// Runs blocking cache work (a lock wait, the space reservation) off the async threads.
+async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    work: impl FnOnce() -> spice_hf_cache::Result<T> + Send + 'static,
+) -> Result<T> {
+    let done = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task {
+            task,
+            reason: e.to_string(),
+        })?;
+    Ok(done?)
+}
+
+/// The files of `listing` that `selection` picks, each path checked to stay inside the
+/// revision directory before anything is written.
+fn wanted(
+    rev_dir: &RevisionDir,
+    listing: &[RemoteFile],
+    selection: &Selection,
+) -> Result<Vec<RemoteFile>> {
+    let selected = selection.apply(listing.iter().map(|f| f.path.as_str()))?;
+    let wanted: Vec<RemoteFile> = listing
+        .iter()
+        .filter(|f| selected.contains(&f.path.as_str()))
+        .cloned()
+        .collect();
+    for f in &wanted {
+        rev_dir.file_path(&f.path)?;
+    }
+    Ok(wanted)
+}
+
+/// The revision's manifest for `commit`: the one on disk when it is of that commit; when the
+/// revision moved, the old one keeping only the files whose hash did not change; else a new
+/// one. Its tree is `listing` either way.
+fn manifest_for(
+    rev_dir: &RevisionDir,
+    model: &ModelRef,
+    commit: &str,
+    listing: &[RemoteFile],
+) -> Result<Manifest> {
+    let mut manifest = match rev_dir.manifest()? {
+        Some(m) if m.commit == commit => m,
+        Some(mut old) => {
+            tracing::warn!(model = %model, from = %old.commit, to = %commit, "the revision moved to a new commit; changed files will be fetched again");
+            let tree: std::collections::BTreeMap<_, _> = listing
+                .iter()
+                .map(|f| (f.path.clone(), f.hash.clone()))
+                .collect();
+            old.files.retain(|p, e| tree.get(p) == Some(&e.hash));
+            old.commit = commit.to_string();
+            old
+        }
+        None => Manifest::new(model.repo(), model.revision(), commit),
+    };
+    manifest.tree = listing
+        .iter()
+        .map(|f| {
+            (
+                f.path.clone(),
+                ManifestEntry {
+                    size: f.size,
+                    hash: f.hash.clone(),
+                    etag: None,
+                    stamp: None,
+                },
+            )
+        })
+        .collect();
+    Ok(manifest)
+}
+
+/// A file to download, with the bytes it still needs (its size less a resumable `.part`).
+type ToFetch = (RemoteFile, u64);
+
+/// Splits `wanted` into the files already in place (cached, or adopted after verification)
+/// and the ones to download, each with the bytes it still needs.
+fn sort_out(
+    rev_dir: &RevisionDir,
+    wanted: &[RemoteFile],
+    manifest: &mut Manifest,
+) -> Result<(Vec<PulledFile>, Vec<ToFetch>)> {
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for f in wanted {
+        let state = match rev_dir.state(&f.path, &f.expected(), manifest)? {
+            FileState::Cached => PulledState::Cached,
+            FileState::Adopted => PulledState::Adopted,
+            FileState::Missing { partial } => {
+                missing.push((f.clone(), f.size - partial));
+                continue;
+            }
+        };
+        present.push(PulledFile {
+            path: f.path.clone(),
+            size: f.size,
+            state,
+        });
+    }
+    Ok((present, missing))
 }

@@ -1,5 +1,6 @@
 //! Memory footprint: what a model will take once loaded (weights as the engine keeps them, the
-//! KV cache of every concurrent sequence, headroom), and the memory the host has free.
+//! KV cache of every concurrent sequence, headroom). What the host has free is the backend
+//! crate's to say (`spice_hf_backend::host`).
 
 use crate::config::LlamaConfig;
 use crate::llama::{Compute, KvDtype};
@@ -124,20 +125,4 @@ impl Footprint {
             .saturating_add(self.kv_cache_bytes)
             .saturating_add(self.headroom_bytes)
     }
-}
-
-/// Memory the host can give a new allocation now (`MemAvailable` on Linux).
-pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// The process's peak resident memory (`VmHWM` on Linux).
-pub fn peak_rss() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use spice_hf_backend::host::{available_memory, peak_rss};
 use spice_hf_backend::{BackendKind, Skipped};
 use spice_hf_models::chat::{ChatTemplate, Message};
-use spice_hf_models::footprint::{Footprint, Usage, WeightStorage, available_memory, peak_rss};
+use spice_hf_models::footprint::{Footprint, Usage, WeightStorage};
 use spice_hf_models::generate::{Flow, GenerateParams, Generated};
 use spice_hf_models::llama::{Compute, CpuOptions};
 use spice_hf_models::loaded::{LoadedModel, ModelFiles};

@@ -6,11 +6,17 @@
 //! - [`gguf`]: a GGUF writer; the tiny Llama in every weight format the kernels read.
 //! - [`fixtures`]: the tiny random Llama the kit writes itself, and the real SmolLM2 GGUF that
 //!   `cargo xtask fixtures` fetches.
+//! - [`serving`]: SSE, Prometheus and signal helpers, and the API-key check every server
+//!   test shares.
+//! - `reference` (feature `reference`): the model layer's own answer, to compare served
+//!   answers with.
 
 pub mod faults;
 pub mod fixtures;
 pub mod gguf;
 pub mod hfhub;
+#[cfg(feature = "reference")]
+pub mod reference;
 pub mod serving;
 
 use std::collections::BTreeMap;

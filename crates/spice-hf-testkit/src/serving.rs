@@ -36,3 +36,41 @@ pub fn terminate(pid: u32) -> std::io::Result<()> {
         )))
     }
 }
+
+/// Checks, against a running server at `base` (`http://host:port`) whose API key is `key` and
+/// which serves `model`, what every API-key test must see: `/health` answers without the key;
+/// `/v1/models` refuses no key, a wrong key, the key missing its last character and the key
+/// with one more with 401 and the OpenAI code `invalid_api_key`, never echoing the key; and
+/// answers the right key with the model listed. Panics (a test helper) on the first miss.
+pub async fn assert_api_key_guards(base: &str, key: &str, model: &str) {
+    let client = reqwest::Client::new();
+    let get = |path: &str, bearer: Option<String>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(b) = bearer {
+            request = request.bearer_auth(b);
+        }
+        request.send()
+    };
+    let health = get("/health", None).await.expect("GET /health");
+    assert_eq!(health.status(), 200, "/health needs no API key");
+    let refused = get("/v1/models", None).await.expect("GET /v1/models");
+    assert_eq!(refused.status(), 401, "/v1/models without a key");
+    let body = refused.text().await.expect("the 401 body");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(v["error"]["code"], "invalid_api_key", "{body}");
+    assert!(!body.contains(key), "the error echoes the key: {body}");
+    let shorter = &key[..key.len() - 1];
+    for wrong in ["wrong".to_string(), shorter.to_string(), format!("{key}2")] {
+        let resp = get("/v1/models", Some(wrong.clone()))
+            .await
+            .expect("GET /v1/models");
+        assert_eq!(resp.status(), 401, "key {wrong:?} must be refused");
+    }
+    let ok = get("/v1/models", Some(key.to_string()))
+        .await
+        .expect("GET /v1/models");
+    assert_eq!(ok.status(), 200, "the right key");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok.text().await.expect("the model list")).expect("JSON");
+    assert_eq!(v["data"][0]["id"], model);
+}

@@ -11,7 +11,8 @@
 //! - [`runtime`]: served models behind a limiter, sessions, health ([`spice_hf_runtime`]).
 //! - [`telemetry`]: metric and span names, the task history ([`spice_hf_telemetry`]).
 //!
-//! Plus one builder that wires them, [`Model::builder`]:
+//! Plus one builder that wires them, [`Model::builder`], and the function it resolves a model
+//! reference with, [`source`] (a path, or a Hub reference pulled when the runtime loads it):
 //!
 //! ```no_run
 //! # async fn demo() -> spice_hf::Result<()> {
@@ -68,7 +69,7 @@ pub use spice_hf_runtime as runtime;
 pub use spice_hf_telemetry as telemetry;
 
 mod model;
-pub use model::{Error, Model, ModelBuilder, Result};
+pub use model::{Error, Model, ModelBuilder, Result, source};
 
 #[cfg(test)]
 mod tests;

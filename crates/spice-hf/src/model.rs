@@ -2,12 +2,12 @@
 //! runtime into a model ready to answer, with the same limiter, metrics and spans as the server.
 
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use spice_hf_backend::BackendKind;
 use spice_hf_cache::Cache;
-use spice_hf_hub::{HubClient, HubConfig, ModelRef, NoProgress};
+use spice_hf_hub::{HubClient, HubConfig, ModelRef, NoProgress, Progress};
 use spice_hf_models::chat::Message;
 use spice_hf_models::generate::GenerateParams;
 use spice_hf_runtime::{
@@ -28,6 +28,45 @@ pub enum Error {
     /// Loading or generating failed.
     #[error(transparent)]
     Runtime(#[from] spice_hf_runtime::Error),
+}
+
+/// Where a model comes from, as the runtime's [`ModelSpec`] takes it: `reference` itself when
+/// it is a path that exists, else a Hub reference (`org/name[@revision]`, checked now) that the
+/// runtime pulls into `cache` through `client` when it loads the model: the JSON files and the
+/// safetensors weights, or with `quant` the JSON files and that quantization's GGUF file.
+/// `progress` makes the display of each pull (a model unloaded and loaded again pulls again,
+/// finding its files already cached); the hub's error reaches the caller typed, through
+/// [`runtime::Error::cause`](spice_hf_runtime::Error::cause).
+///
+/// The CLI's `run` and `serve` and [`ModelBuilder::load`] all resolve models with it.
+pub fn source<P: Progress + 'static>(
+    reference: &str,
+    client: HubClient,
+    cache: Cache,
+    quant: Option<String>,
+    progress: impl Fn() -> P + Send + Sync + 'static,
+) -> std::result::Result<Source, spice_hf_hub::Error> {
+    let path = Path::new(reference);
+    if path.exists() {
+        return Ok(Source::Path(path.to_path_buf()));
+    }
+    let model = ModelRef::parse(reference)?;
+    let progress = Arc::new(progress);
+    Ok(Source::Fetch(Arc::new(move || {
+        let (client, cache, model, quant, progress) = (
+            client.clone(),
+            cache.clone(),
+            model.clone(),
+            quant.clone(),
+            progress.clone(),
+        );
+        Box::pin(async move {
+            client
+                .pull_model(&cache, &model, quant.as_deref(), &progress())
+                .await
+                .map_err(|e| Arc::new(e) as spice_hf_runtime::Cause)
+        })
+    })))
 }
 
 /// The facade's result type.
@@ -189,32 +228,25 @@ impl ModelBuilder {
                 "max_concurrency 0 is invalid: at least one request must be able to run".into(),
             )
         })?;
-        let path = PathBuf::from(&self.reference);
-        let source = if path.exists() {
-            Source::Path(path)
+        let source = if Path::new(&self.reference).exists() {
+            Source::Path(PathBuf::from(&self.reference))
         } else {
-            let model = ModelRef::parse(&self.reference)?;
             let mut config = HubConfig::from_env(self.token.as_deref())?;
             if let Some(e) = &self.endpoint {
                 config.endpoint = e.clone();
             }
             config.offline |= self.offline;
-            let client = HubClient::new(config)?;
             let cache = match &self.cache_dir {
                 Some(d) => Cache::new(d),
                 None => Cache::from_env()?,
             };
-            let quant = self.quant.clone();
-            Source::Fetch(Arc::new(move || {
-                let (client, cache, model, quant) =
-                    (client.clone(), cache.clone(), model.clone(), quant.clone());
-                Box::pin(async move {
-                    client
-                        .pull_model(&cache, &model, quant.as_deref(), &NoProgress)
-                        .await
-                        .map_err(|e| Arc::new(e) as spice_hf_runtime::Cause)
-                })
-            }))
+            source(
+                &self.reference,
+                HubClient::new(config)?,
+                cache,
+                self.quant.clone(),
+                || NoProgress,
+            )?
         };
         let backend = match self.backend {
             Some(b) => Some(b),

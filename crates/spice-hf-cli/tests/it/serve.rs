@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use spice_hf_cache::Cache;
 use spice_hf_models::chat::Message;
 use spice_hf_testkit::fixtures;
-use spice_hf_testkit::serving::{self, metric_sum as metric, sse_data};
+use spice_hf_testkit::serving::{self, assert_api_key_guards, metric_sum as metric, sse_data};
 
 use super::{REPO, hub_with, spice};
 
@@ -125,20 +125,9 @@ async fn serve_pulls_serves_and_accounts_for_every_request() {
 
     // The tokenizer's own count of the prompt, from the pulled files.
     let dir = Cache::new(home.path()).revision(REPO, "main").unwrap();
-    let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
-    let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
-    // The Burn f32 graph: an engine independent of the packed one the runtime serves with.
-    let loaded = files
-        .load(256, &spice_hf_models::llama::Compute::Burn(device))
-        .unwrap();
     let messages = [Message::new("user", "Hello there")];
-    let prompt = loaded
-        .template
-        .as_ref()
-        .unwrap()
-        .render(&messages, true)
-        .unwrap();
-    let prompt_tokens = loaded.tokenizer.encode_prompt(&prompt).unwrap().len();
+    let prompt_tokens =
+        spice_hf_testkit::reference::direct_greedy(dir.path(), &messages, 1).prompt_tokens;
 
     let body = json!({"model": REPO, "max_tokens": 6,
                       "messages": [{"role": "user", "content": "Hello there"}]});
@@ -613,18 +602,7 @@ async fn a_config_file_is_checked_strictly_and_takes_secrets_from_the_environmen
         .env("MY_HF_TOKEN", "hf_from_env")
         .env("MY_API_KEY", "k-123");
     let served = launch(c).await;
-    assert_eq!(served.get("/health").await.status(), 200);
-    assert_eq!(served.get("/v1/models").await.status(), 401);
-    let ok = served
-        .client
-        .get(format!("{}/v1/models", served.base))
-        .bearer_auth("k-123")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let v: Value = ok.json().await.unwrap();
-    assert_eq!(v["data"][0]["id"], "tiny");
+    assert_api_key_guards(&served.base, "k-123", "tiny").await;
 }
 
 /// A stand-in OpenTelemetry collector: records the body of every OTLP/HTTP export it gets.

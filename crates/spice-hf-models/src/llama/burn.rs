@@ -1,4 +1,5 @@
-//! The Llama architecture as a Burn graph (GPU devices, and the f32 reference on the CPU):
+//! The Llama architecture as a Burn graph (GPU devices, and the f32 reference on the CPU), in
+//! parts that each load their tensors and run their step (attention, MLP, block):
 //! RMSNorm, rotate-half RoPE, grouped-query attention with a preallocated KV cache, SwiGLU
 //! MLP, tied or separate LM head. It runs on whatever [`Device`] it is given and never builds
 //! one itself. The large matrices stay in f32 (the reference) or f16 (GPU devices: half the
@@ -13,27 +14,14 @@ use crate::{Error, Result};
 
 use super::BurnWeights;
 
-struct Layer {
-    attn_norm: Tensor<2>,
-    wq: Tensor<2>,
-    wk: Tensor<2>,
-    wv: Tensor<2>,
-    wo: Tensor<2>,
-    mlp_norm: Tensor<2>,
-    w_gate: Tensor<2>,
-    w_up: Tensor<2>,
-    w_down: Tensor<2>,
-}
-
 /// A Llama model as Burn tensors on one device.
 pub(crate) struct BurnLlama {
     cfg: LlamaConfig,
     embed: Tensor<2>,
-    layers: Vec<Layer>,
+    blocks: Vec<Block>,
     norm: Tensor<2>,
     lm_head: Tensor<2>,
-    cos: Tensor<2>,
-    sin: Tensor<2>,
+    rope: Rope,
     device: Device,
 }
 
@@ -125,6 +113,192 @@ fn rope_tables(cfg: &LlamaConfig, positions: usize) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
+/// `x / rms(x) * w`, per row.
+fn rms_norm(x: Tensor<2>, w: &Tensor<2>, eps: f64) -> Tensor<2> {
+    let inv = x
+        .clone()
+        .powf_scalar(2.0)
+        .mean_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
+    x.mul(inv).mul(w.clone())
+}
+
+/// Rotate-half RoPE tables on the device, `[positions, head_dim]`.
+struct Rope {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    fn new(cfg: &LlamaConfig, positions: usize, device: &Device) -> Self {
+        let hd = cfg.head_dim();
+        let (cos, sin) = rope_tables(cfg, positions);
+        Self {
+            cos: Tensor::<2>::from_data(TensorData::new(cos, [positions, hd]), device),
+            sin: Tensor::<2>::from_data(TensorData::new(sin, [positions, hd]), device),
+        }
+    }
+
+    /// Applies RoPE to `[1, heads, S, hd]` for positions `pos..pos+S`.
+    fn apply(&self, x: Tensor<4>, pos: usize) -> Tensor<4> {
+        let [_, _, s, hd] = x.dims();
+        let table = |t: &Tensor<2>| {
+            t.clone()
+                .slice([pos..pos + s, 0..hd])
+                .reshape([1, 1, s, hd])
+        };
+        let x1 = x.clone().narrow(3, 0, hd / 2);
+        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x.mul(table(&self.cos)).add(rotated.mul(table(&self.sin)))
+    }
+}
+
+/// The causal mask of `s` new positions after `pos` cached ones, for the grouped queries (row
+/// `r` is query `r % s`); `None` for one position, which sees everything.
+fn causal_mask(cfg: &LlamaConfig, pos: usize, s: usize, device: &Device) -> Option<Tensor<4>> {
+    let rep = cfg.heads / cfg.kv_heads;
+    let t = pos + s;
+    (s > 1).then(|| {
+        let mut m = vec![0f32; rep * s * t];
+        for r in 0..rep * s {
+            for j in pos + r % s + 1..t {
+                m[r * t + j] = f32::NEG_INFINITY;
+            }
+        }
+        Tensor::<4>::from_data(TensorData::new(m, [1, 1, rep * s, t]), device)
+    })
+}
+
+/// What every block of one forward pass shares: where the new positions start, their mask,
+/// the RoPE tables and the shapes.
+struct At<'a> {
+    pos: usize,
+    mask: Option<&'a Tensor<4>>,
+    rope: &'a Rope,
+    cfg: &'a LlamaConfig,
+}
+
+/// Grouped-query self-attention with its KV cache.
+struct Attention {
+    wq: Tensor<2>,
+    wk: Tensor<2>,
+    wv: Tensor<2>,
+    wo: Tensor<2>,
+}
+
+impl Attention {
+    fn load(up: &mut Uploader<'_, '_>, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden, cfg.head_dim());
+        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        Ok(Self {
+            wq: up.linear(&format!("{p}.q_proj.weight"), qd, h)?,
+            wk: up.linear(&format!("{p}.k_proj.weight"), kvd, h)?,
+            wv: up.linear(&format!("{p}.v_proj.weight"), kvd, h)?,
+            wo: up.linear(&format!("{p}.o_proj.weight"), h, qd)?,
+        })
+    }
+
+    /// Attends the normed `h` `[S, hidden]` over the cache (written with the new keys and
+    /// values) and returns the output projection, `[S, hidden]`.
+    fn forward(
+        &self,
+        h: Tensor<2>,
+        k_cache: &mut Tensor<4>,
+        v_cache: &mut Tensor<4>,
+        at: &At<'_>,
+    ) -> Tensor<2> {
+        let [s, _] = h.dims();
+        let (nh, kvh, hd) = (at.cfg.heads, at.cfg.kv_heads, at.cfg.head_dim());
+        let (pos, t) = (at.pos, at.pos + s);
+        let heads = |w: &Tensor<2>, n: usize| {
+            mm(h.clone(), w)
+                .reshape([s, n, hd])
+                .swap_dims(0, 1)
+                .reshape([1, n, s, hd])
+        };
+        let q = at.rope.apply(heads(&self.wq, nh), pos);
+        let k = at.rope.apply(heads(&self.wk, kvh), pos);
+        let v = heads(&self.wv, kvh);
+        let range = [0..1, 0..kvh, pos..t, 0..hd];
+        // Owned, so the cache buffer is written in place rather than copied per token.
+        k_cache.inplace(|c| c.slice_assign(range.clone(), k));
+        v_cache.inplace(|c| c.slice_assign(range, v));
+        let k_all = k_cache.clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
+        let v_all = v_cache.clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
+        let qg = q.reshape([1, kvh, (nh / kvh) * s, hd]);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut scores = qg.matmul(k_all.swap_dims(2, 3)).mul_scalar(scale);
+        if let Some(m) = at.mask {
+            scores = scores.add(m.clone());
+        }
+        let attn = activation::softmax(scores, 3)
+            .matmul(v_all)
+            .reshape([nh, s, hd])
+            .swap_dims(0, 1)
+            .reshape([s, nh * hd]);
+        mm(attn, &self.wo)
+    }
+}
+
+/// The SwiGLU MLP: `down(silu(gate(h)) * up(h))`.
+struct Mlp {
+    gate: Tensor<2>,
+    up: Tensor<2>,
+    down: Tensor<2>,
+}
+
+impl Mlp {
+    fn load(up: &mut Uploader<'_, '_>, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden, cfg.intermediate);
+        Ok(Self {
+            gate: up.linear(&format!("{p}.gate_proj.weight"), i, h)?,
+            up: up.linear(&format!("{p}.up_proj.weight"), i, h)?,
+            down: up.linear(&format!("{p}.down_proj.weight"), h, i)?,
+        })
+    }
+
+    fn forward(&self, h: Tensor<2>) -> Tensor<2> {
+        let gate = activation::silu(mm(h.clone(), &self.gate));
+        mm(gate.mul(mm(h, &self.up)), &self.down)
+    }
+}
+
+/// One decoder block: pre-norm attention and pre-norm MLP, each added to the residual.
+struct Block {
+    attn_norm: Tensor<2>,
+    attn: Attention,
+    mlp_norm: Tensor<2>,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(up: &mut Uploader<'_, '_>, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+        Ok(Self {
+            attn_norm: up.vector(&format!("{p}.input_layernorm.weight"), cfg.hidden)?,
+            attn: Attention::load(up, &format!("{p}.self_attn"), cfg)?,
+            mlp_norm: up.vector(&format!("{p}.post_attention_layernorm.weight"), cfg.hidden)?,
+            mlp: Mlp::load(up, &format!("{p}.mlp"), cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        k_cache: &mut Tensor<4>,
+        v_cache: &mut Tensor<4>,
+        at: &At<'_>,
+    ) -> Tensor<2> {
+        let eps = at.cfg.rms_eps;
+        let h = rms_norm(x.clone(), &self.attn_norm, eps);
+        let x = x.add(self.attn.forward(h, k_cache, v_cache, at));
+        let h = rms_norm(x.clone(), &self.mlp_norm, eps);
+        x.add(self.mlp.forward(h))
+    }
+}
+
 impl BurnLlama {
     /// Builds the model on `device` from host tensors taken from `source` one at a time, its
     /// matrices (linear weights, embedding, LM head) kept as `matrices`. `max_context` bounds
@@ -137,9 +311,7 @@ impl BurnLlama {
         matrices: BurnWeights,
     ) -> Result<Self> {
         cfg.validate()?;
-        let (h, i, v) = (cfg.hidden, cfg.intermediate, cfg.vocab);
-        let hd = cfg.head_dim();
-        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let (h, v) = (cfg.hidden, cfg.vocab);
         let mut up = Uploader {
             source,
             device,
@@ -152,41 +324,26 @@ impl BurnLlama {
             up.linear("lm_head.weight", v, h)?
         };
         let embed = up.matrix(embed_host.data, [v, h]);
-        let mut layers = Vec::with_capacity(cfg.layers);
-        for l in 0..cfg.layers {
-            let p = format!("model.layers.{l}");
-            layers.push(Layer {
-                attn_norm: up.vector(&format!("{p}.input_layernorm.weight"), h)?,
-                wq: up.linear(&format!("{p}.self_attn.q_proj.weight"), qd, h)?,
-                wk: up.linear(&format!("{p}.self_attn.k_proj.weight"), kvd, h)?,
-                wv: up.linear(&format!("{p}.self_attn.v_proj.weight"), kvd, h)?,
-                wo: up.linear(&format!("{p}.self_attn.o_proj.weight"), h, qd)?,
-                mlp_norm: up.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                w_gate: up.linear(&format!("{p}.mlp.gate_proj.weight"), i, h)?,
-                w_up: up.linear(&format!("{p}.mlp.up_proj.weight"), i, h)?,
-                w_down: up.linear(&format!("{p}.mlp.down_proj.weight"), h, i)?,
-            });
-        }
+        let blocks = (0..cfg.layers)
+            .map(|l| Block::load(&mut up, &format!("model.layers.{l}"), &cfg))
+            .collect::<Result<Vec<_>>>()?;
         let norm = up.vector("model.norm.weight", h)?;
         let positions = max_context.clamp(1, cfg.max_positions.max(1));
-        let (cos, sin) = rope_tables(&cfg, positions);
-        let cos = Tensor::<2>::from_data(TensorData::new(cos, [positions, hd]), device);
-        let sin = Tensor::<2>::from_data(TensorData::new(sin, [positions, hd]), device);
+        let rope = Rope::new(&cfg, positions, device);
         Ok(Self {
             cfg,
             embed,
-            layers,
+            blocks,
             norm,
             lm_head,
-            cos,
-            sin,
+            rope,
             device: device.clone(),
         })
     }
 
     /// Longest context this instance was built for.
     pub(crate) fn max_context(&self) -> usize {
-        self.cos.dims()[0]
+        self.rope.cos.dims()[0]
     }
 
     /// An empty cache for the whole context.
@@ -209,95 +366,28 @@ impl BurnLlama {
         }
     }
 
-    fn rms_norm(&self, x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
-        let inv = x
-            .clone()
-            .powf_scalar(2.0)
-            .mean_dim(1)
-            .add_scalar(self.cfg.rms_eps)
-            .sqrt()
-            .recip();
-        x.mul(inv).mul(w.clone())
-    }
-
-    /// Applies rotate-half RoPE to `[1, heads, S, hd]` for positions `pos..pos+S`.
-    fn rope(&self, x: Tensor<4>, pos: usize) -> Tensor<4> {
-        let [_, _, s, hd] = x.dims();
-        let cos = self
-            .cos
-            .clone()
-            .slice([pos..pos + s, 0..hd])
-            .reshape([1, 1, s, hd]);
-        let sin = self
-            .sin
-            .clone()
-            .slice([pos..pos + s, 0..hd])
-            .reshape([1, 1, s, hd]);
-        let x1 = x.clone().narrow(3, 0, hd / 2);
-        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x.mul(cos).add(rotated.mul(sin))
-    }
-
     /// Runs `ids` (the next positions after the cache) and returns the logits of every
     /// position, `[S, vocab]` (tests), or of the last one only.
     fn run(&self, ids: &[u32], cache: &mut BurnCache, all_positions: bool) -> Result<Tensor<2>> {
         let s = ids.len();
         let pos = cache.len;
-        let (nh, kvh, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim());
-        let rep = nh / kvh;
-        let t = pos + s;
         let idx = Tensor::<1, Int>::from_data(
             TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [s]),
             &self.device,
         );
         let mut x = self.embed.clone().select(0, idx).cast(FloatDType::F32);
-        // Causal mask for the grouped queries (row r is query r % S).
-        let mask = (s > 1).then(|| {
-            let mut m = vec![0f32; rep * s * t];
-            for r in 0..rep * s {
-                for j in pos + r % s + 1..t {
-                    m[r * t + j] = f32::NEG_INFINITY;
-                }
-            }
-            Tensor::<4>::from_data(TensorData::new(m, [1, 1, rep * s, t]), &self.device)
-        });
-        let scale = 1.0 / (hd as f64).sqrt();
-        for (l, layer) in self.layers.iter().enumerate() {
-            let h = self.rms_norm(x.clone(), &layer.attn_norm);
-            let heads = |w: &Tensor<2>, n: usize| {
-                mm(h.clone(), w)
-                    .reshape([s, n, hd])
-                    .swap_dims(0, 1)
-                    .reshape([1, n, s, hd])
-            };
-            let q = self.rope(heads(&layer.wq, nh), pos);
-            let k = self.rope(heads(&layer.wk, kvh), pos);
-            let v = heads(&layer.wv, kvh);
-            let range = [0..1, 0..kvh, pos..t, 0..hd];
-            // Owned, so the cache buffer is written in place rather than copied per token.
-            cache.k[l].inplace(|c| c.slice_assign(range.clone(), k));
-            cache.v[l].inplace(|c| c.slice_assign(range, v));
-            let k_all = cache.k[l].clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
-            let v_all = cache.v[l].clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
-            let qg = q.reshape([1, kvh, rep * s, hd]);
-            let mut scores = qg.matmul(k_all.swap_dims(2, 3)).mul_scalar(scale);
-            if let Some(m) = &mask {
-                scores = scores.add(m.clone());
-            }
-            let attn = activation::softmax(scores, 3).matmul(v_all);
-            let attn = attn
-                .reshape([nh, s, hd])
-                .swap_dims(0, 1)
-                .reshape([s, nh * hd]);
-            x = x.add(mm(attn, &layer.wo));
-            let h2 = self.rms_norm(x.clone(), &layer.mlp_norm);
-            let gate = activation::silu(mm(h2.clone(), &layer.w_gate));
-            let up = mm(h2, &layer.w_up);
-            x = x.add(mm(gate.mul(up), &layer.w_down));
+        let mask = causal_mask(&self.cfg, pos, s, &self.device);
+        let at = At {
+            pos,
+            mask: mask.as_ref(),
+            rope: &self.rope,
+            cfg: &self.cfg,
+        };
+        for (block, (k, v)) in self.blocks.iter().zip(cache.k.iter_mut().zip(&mut cache.v)) {
+            x = block.forward(x, k, v, &at);
         }
-        cache.len = t;
-        let x = self.rms_norm(x, &self.norm);
+        cache.len = pos + s;
+        let x = rms_norm(x, &self.norm, self.cfg.rms_eps);
         let x = if all_positions {
             x
         } else {

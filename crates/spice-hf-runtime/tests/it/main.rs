@@ -85,28 +85,12 @@ async fn generation_matches_the_model_layer_and_the_stream_adds_up() {
     assert_eq!(done.finish_reason, spice_hf_runtime::FinishReason::Length);
 
     // The same prompt through the model layer directly gives the same ids.
-    let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
-    let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
-    // The Burn f32 graph: an engine independent of the packed one the runtime serves with.
-    let loaded = files
-        .load(256, &spice_hf_models::llama::Compute::Burn(device))
-        .unwrap();
-    let prompt = loaded
-        .template
-        .as_ref()
-        .unwrap()
-        .render(&[Message::new("user", "hello")], true)
-        .unwrap();
-    let ids = loaded.tokenizer.encode_prompt(&prompt).unwrap();
-    assert_eq!(done.prompt_tokens, ids.len());
-    let direct = spice_hf_models::generate::generate(
-        &loaded.model,
-        &loaded.tokenizer,
-        &ids,
+    let direct = spice_hf_testkit::reference::direct(
+        dir.path(),
+        &[Message::new("user", "hello")],
         &long_params(12),
-        |_| spice_hf_models::generate::Flow::Continue,
-    )
-    .unwrap();
+    );
+    assert_eq!(done.prompt_tokens, direct.prompt_tokens);
     assert_eq!(done.token_ids, direct.token_ids);
 
     // Streaming yields the same text in pieces, then Done.

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spice_hf_models::chat::Message;
-use spice_hf_models::generate::{Flow, GenerateParams, generate};
 use spice_hf_runtime::{LimiterConfig, ModelSpec, Runtime, Source};
 use spice_hf_server::App;
 use spice_hf_telemetry::{TaskHistory, TaskHistoryLayer};
 use spice_hf_testkit::fixtures;
-use spice_hf_testkit::serving::sse_data;
+use spice_hf_testkit::reference::direct_greedy;
+use spice_hf_testkit::serving::{assert_api_key_guards, sse_data};
 
 struct Server {
     base: String,
@@ -76,32 +76,6 @@ impl Server {
     }
 }
 
-/// What the model layer generates for this conversation, greedily, without the server.
-fn direct(dir: &Path, messages: &[Message], max_tokens: usize) -> (usize, Vec<u32>, String) {
-    let files = spice_hf_models::loaded::ModelFiles::open(dir).unwrap();
-    let device = spice_hf_backend::BackendKind::Cpu.device().unwrap();
-    // The Burn f32 graph: an engine independent of the packed one the runtime serves with.
-    let loaded = files
-        .load(256, &spice_hf_models::llama::Compute::Burn(device))
-        .unwrap();
-    let prompt = loaded
-        .template
-        .as_ref()
-        .unwrap()
-        .render(messages, true)
-        .unwrap();
-    let ids = loaded.tokenizer.encode_prompt(&prompt).unwrap();
-    let params = GenerateParams {
-        max_tokens,
-        ..GenerateParams::default()
-    };
-    let out = generate(&loaded.model, &loaded.tokenizer, &ids, &params, |_| {
-        Flow::Continue
-    })
-    .unwrap();
-    (ids.len(), out.token_ids, out.text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completion_json_and_sse_agree_with_the_model_layer() {
     let (server, dir) = tiny_server(|a| a).await;
@@ -114,7 +88,11 @@ async fn chat_completion_json_and_sse_agree_with_the_model_layer() {
     let resp = server.post("/v1/chat/completions", body.clone()).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
-    let (prompt_tokens, ids, text) = direct(
+    let spice_hf_testkit::reference::Direct {
+        prompt_tokens,
+        token_ids: ids,
+        text,
+    } = direct_greedy(
         dir.path(),
         &[
             Message::new("system", "Be brief."),
@@ -371,32 +349,7 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_guards_everything_but_health() {
     let (server, _dir) = tiny_server(|a| a.with_api_key("s3cret-key")).await;
-    assert_eq!(server.get("/health").await.status(), 200);
-    let resp = server.get("/v1/models").await;
-    assert_eq!(resp.status(), 401);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "invalid_api_key");
-    assert!(!v.to_string().contains("s3cret"));
-    for key in ["wrong", "s3cret-ke", "s3cret-key2"] {
-        let resp = server
-            .client
-            .get(format!("{}/v1/models", server.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 401, "{key}");
-    }
-    let resp = server
-        .client
-        .get(format!("{}/v1/models", server.base))
-        .bearer_auth("s3cret-key")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["data"][0]["id"], "tiny");
+    assert_api_key_guards(&server.base, "s3cret-key", "tiny").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
