@@ -161,6 +161,9 @@ pub(crate) struct ServerSection {
     pub(crate) addr: Option<SocketAddr>,
     #[serde(default)]
     pub(crate) api_key: Option<String>,
+    /// `/metrics` without the API key (for scrapers that cannot send one).
+    #[serde(default)]
+    pub(crate) public_metrics: Option<bool>,
     #[serde(default)]
     pub(crate) shutdown_grace_s: Option<u64>,
     #[serde(default)]

@@ -59,12 +59,17 @@ pub(crate) struct ServeArgs {
     /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
     #[arg(long)]
     backend: Option<String>,
-    /// Require `Authorization: Bearer KEY` (all routes but /health).
+    /// Require `Authorization: Bearer KEY` (all routes but the probes, /health and /v1/ready).
     #[arg(long, env = "SPICE_HF_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Task-history database, or `off` [env: SPICE_HF_TASK_HISTORY] [default: ~/.spice/task_history.db].
     #[arg(long, value_name = "PATH")]
     task_history: Option<String>,
+    /// Serve /metrics without the API key, for scrapers that cannot send one (Prometheus pod
+    /// annotations, the Gateway API inference extension's endpoint picker); it holds model
+    /// names and counts, never prompts.
+    #[arg(long)]
+    public_metrics: bool,
     /// Listen on a non-loopback address without an API key (anyone who can reach the port
     /// can then use the models and read the task history).
     #[arg(long)]
@@ -297,6 +302,8 @@ pub(crate) async fn run(
         }
         app = app.with_api_key(key.trim());
     }
+    app = app
+        .with_public_metrics(args.public_metrics || config.server.public_metrics.unwrap_or(false));
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{local}");
     let _ = out.flush();

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use spice_hf_backend::host::{available_memory, peak_rss};
 use spice_hf_backend::{BackendKind, Skipped};
@@ -37,6 +38,52 @@ pub(crate) struct Engine {
     footprint: Footprint,
     load_ms: f64,
     peak_rss: Option<u64>,
+    kv: KvUsage,
+}
+
+/// Positions the running requests hold in their KV caches, published as
+/// [`names::KV_CACHE_USAGE`]: their share of `capacity` (every concurrent request at the full
+/// context, what the footprint reserved).
+struct KvUsage {
+    model: String,
+    held: AtomicUsize,
+    capacity: usize,
+}
+
+impl KvUsage {
+    fn add(&self, n: usize) {
+        let held = self.held.fetch_add(n, Ordering::Relaxed) + n;
+        self.publish(held);
+    }
+
+    fn release(&self, n: usize) {
+        let held = self.held.fetch_sub(n, Ordering::Relaxed) - n;
+        self.publish(held);
+    }
+
+    fn publish(&self, held: usize) {
+        let ratio = (held as f64 / self.capacity.max(1) as f64).min(1.0);
+        metrics::gauge!(names::KV_CACHE_USAGE, names::MODEL => self.model.clone()).set(ratio);
+    }
+}
+
+/// What one generation holds in [`KvUsage`], given back when it ends however it ends.
+struct Held<'a> {
+    usage: &'a KvUsage,
+    positions: usize,
+}
+
+impl Held<'_> {
+    fn grow(&mut self, n: usize) {
+        self.positions += n;
+        self.usage.add(n);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.usage.release(self.positions);
+    }
 }
 
 /// A load failure of `model` that `cause` explains.
@@ -79,11 +126,15 @@ impl Engine {
             .load(spec.context_length, &compute)
             .map_err(load_err)?;
         let template = template(spec, &loaded);
+        let capacity = loaded
+            .model
+            .max_context()
+            .saturating_mul(spec.limits.max_concurrency.get());
         let device = loaded
             .model
             .compute_detail()
             .unwrap_or_else(|| choice.detail.clone());
-        Ok(Self {
+        let engine = Self {
             loaded,
             template,
             backend: choice.kind,
@@ -92,7 +143,15 @@ impl Engine {
             footprint,
             load_ms: 0.0,
             peak_rss: peak_rss(),
-        })
+            kv: KvUsage {
+                model: spec.name.clone(),
+                held: AtomicUsize::new(0),
+                capacity,
+            },
+        };
+        // Published at 0 from the load on, like the queue gauges.
+        engine.kv.publish(0);
+        Ok(engine)
     }
 
     /// With the load time the caller measured (fetch included).
@@ -199,16 +258,25 @@ impl Engine {
         &self,
         ids: &[u32],
         params: &GenerateParams,
-        on_piece: impl FnMut(&str) -> Flow,
+        mut on_piece: impl FnMut(&str) -> Flow,
         what: &str,
     ) -> Result<Generated> {
+        let mut held = Held {
+            usage: &self.kv,
+            positions: 0,
+        };
+        held.grow(ids.len());
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             spice_hf_models::generate::generate(
                 &self.loaded.model,
                 &self.loaded.tokenizer,
                 ids,
                 params,
-                on_piece,
+                // Called once per generated token: each one takes a position of the cache.
+                |piece| {
+                    held.grow(1);
+                    on_piece(piece)
+                },
             )
         }))
         .map_err(|p| Error::Internal(format!("{what} panicked: {}", crate::panic_message(&*p))))?

@@ -121,6 +121,10 @@ impl Limiter {
         let per_minute = config
             .requests_per_minute
             .map(|n| governor::RateLimiter::direct(Quota::per_minute(n)));
+        // Both gauges exist from the start, at 0: an autoscaler reading the queue of an idle
+        // replica must find 0, not nothing.
+        metrics::gauge!(names::RUNNING, names::MODEL => model.to_string()).set(0.0);
+        metrics::gauge!(names::WAITING, names::MODEL => model.to_string()).set(0.0);
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.max_concurrency.get())),
             config,

@@ -13,7 +13,8 @@
 //! Errors use OpenAI's envelope (`error.message`, `type`, `param`, `code`). A full queue answers
 //! 503 with `Retry-After`; an unknown model 404; a malformed body 400 naming the field. A client
 //! that disconnects cancels its request, queued or running. With an API key set, every route
-//! but `/health` needs `Authorization: Bearer <key>`, compared in constant time.
+//! but the probes (`/health`, `/v1/ready`) needs `Authorization: Bearer <key>`, compared in
+//! constant time.
 //!
 //! This is the only library crate that knows HTTP serving; it exposes axum's `Router` so a
 //! caller can nest it. It installs no subscriber or recorder.
@@ -56,6 +57,8 @@ pub struct App {
     /// The writer whose pending rows a read waits for.
     history_writer: Option<TaskHistoryLayer>,
     api_key_digest: Option<[u8; 32]>,
+    /// `/metrics` answers without the API key.
+    public_metrics: bool,
     limits: spice_hf_listen::Limits,
 }
 
@@ -66,6 +69,7 @@ impl std::fmt::Debug for App {
             .field("metrics", &self.metrics.is_some())
             .field("history", &self.history)
             .field("api_key", &self.api_key_digest.map(|_| "***"))
+            .field("public_metrics", &self.public_metrics)
             .field("limits", &self.limits)
             .finish()
     }
@@ -80,6 +84,7 @@ impl App {
             history: None,
             history_writer: None,
             api_key_digest: None,
+            public_metrics: false,
             limits: spice_hf_listen::Limits::default(),
         }
     }
@@ -110,11 +115,19 @@ impl App {
         self
     }
 
-    /// Requires `Authorization: Bearer <key>` on every route but `/health`. Only a digest of
-    /// the key is kept.
+    /// Requires `Authorization: Bearer <key>` on every route but `/health` and `/v1/ready`
+    /// (and `/metrics` with [`App::with_public_metrics`]). Only a digest of the key is kept.
     pub fn with_api_key(mut self, key: &str) -> Self {
         use sha2::Digest as _;
         self.api_key_digest = Some(sha2::Sha256::digest(key.as_bytes()).into());
+        self
+    }
+
+    /// With `public`, `/metrics` answers without the API key, for scrapers that cannot send
+    /// one (Prometheus by pod annotations, the Gateway API inference extension's endpoint
+    /// picker). The exposition holds model names and counts, never prompts or outputs.
+    pub fn with_public_metrics(mut self, public: bool) -> Self {
+        self.public_metrics = public;
         self
     }
 

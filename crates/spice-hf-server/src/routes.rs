@@ -31,17 +31,30 @@ use crate::{ApiError, App};
 type AppState = State<Arc<App>>;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let public_metrics = app.public_metrics;
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(text))
         .route("/v1/models", get(models))
-        .route("/v1/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/v1/task_history", get(task_history))
+        .merge(if public_metrics {
+            Router::new()
+        } else {
+            metrics_route.clone()
+        })
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), auth));
+    // The probes answer without the key: a kubelet's probe cannot read it from a Secret, and
+    // they tell no more than whether each model is loaded and healthy.
     Router::new()
         .route("/health", get(health))
+        .route("/v1/ready", get(ready))
+        .merge(if public_metrics {
+            metrics_route
+        } else {
+            Router::new()
+        })
         .merge(protected)
         .with_state(app)
 }

@@ -133,6 +133,11 @@ pub fn describe() {
     );
     describe_gauge!(RUNNING, Unit::Count, "Requests generating now.");
     describe_gauge!(WAITING, Unit::Count, "Requests waiting in the queue now.");
+    describe_gauge!(
+        KV_CACHE_USAGE,
+        Unit::Count,
+        "Share (0-1) of the KV cache sized for max_concurrency x context_length held by running requests."
+    );
     describe_histogram!(
         MODEL_LOAD_MS,
         Unit::Milliseconds,

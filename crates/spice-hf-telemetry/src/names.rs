@@ -26,6 +26,9 @@ pub const QUEUE_WAIT_MS: &str = "llm_queue_wait_ms";
 pub const RUNNING: &str = "llm_requests_running";
 /// Gauge: requests queued. Labels: [`MODEL`].
 pub const WAITING: &str = "llm_requests_waiting";
+/// Gauge (0 to 1): share of the KV cache the model was sized for (every concurrent request
+/// at the full context) that running requests hold now. Labels: [`MODEL`].
+pub const KV_CACHE_USAGE: &str = "llm_kv_cache_usage_ratio";
 /// Histogram (ms): model load. Labels: [`MODEL`], [`BACKEND`].
 pub const MODEL_LOAD_MS: &str = "llm_model_load_duration_ms";
 /// Counter: a backend passed over. Labels: [`MODEL`], [`BACKEND`] (the skipped one), [`REASON`].

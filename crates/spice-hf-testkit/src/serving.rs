@@ -38,7 +38,8 @@ pub fn terminate(pid: u32) -> std::io::Result<()> {
 }
 
 /// Checks, against a running server at `base` (`http://host:port`) whose API key is `key` and
-/// which serves `model`, what every API-key test must see: `/health` answers without the key;
+/// which serves `model`, what every API-key test must see: the probes (`/health`, `/v1/ready`)
+/// answer without the key (a kubelet cannot send one);
 /// `/v1/models` refuses no key, a wrong key, the key missing its last character and the key
 /// with one more with 401 and the OpenAI code `invalid_api_key`, never echoing the key; and
 /// answers the right key with the model listed. Panics (a test helper) on the first miss.
@@ -53,6 +54,12 @@ pub async fn assert_api_key_guards(base: &str, key: &str, model: &str) {
     };
     let health = get("/health", None).await.expect("GET /health");
     assert_eq!(health.status(), 200, "/health needs no API key");
+    let ready = get("/v1/ready", None).await.expect("GET /v1/ready");
+    assert!(
+        [200, 503].contains(&ready.status().as_u16()),
+        "/v1/ready needs no API key: {}",
+        ready.status()
+    );
     let refused = get("/v1/models", None).await.expect("GET /v1/models");
     assert_eq!(refused.status(), 401, "/v1/models without a key");
     let body = refused.text().await.expect("the 401 body");

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)] // Reason: tests print what they measured.
 
 mod interop;
+mod k8s;
 mod serve;
 mod sizing;
 mod slow_clients;

@@ -540,3 +540,61 @@ async fn requests_waiting_for_a_lazy_load_count_against_the_queue() {
     assert_eq!(queued.await.unwrap().unwrap().completion_tokens, 2);
     assert_eq!(model.health(), Health::Ready);
 }
+
+/// The value of the sample of `name` for model `model` in a Prometheus text exposition.
+fn gauge(text: &str, name: &str, model: &str) -> f64 {
+    let prefix = format!("{name}{{model=\"{model}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kv_cache_gauge_counts_the_positions_running_requests_hold() {
+    let (recorder, handle) = spice_hf_telemetry::prometheus_recorder().unwrap();
+    metrics::set_global_recorder(recorder).unwrap();
+    let Some(mut spec) = smollm2("smol") else {
+        return;
+    };
+    spec.limits = LimiterConfig::default().with_max_concurrency(NonZeroUsize::new(2).unwrap());
+    spec.warm_up = false;
+    let runtime = Runtime::new(vec![spec]).unwrap();
+    runtime.load_initial().await;
+    let model = runtime.model("smol").unwrap();
+    // Sized for 2 requests x 512 positions.
+    let capacity = 2.0 * 512.0;
+    let mut request = CompletionRequest::new(chat("Count to a hundred."));
+    request.params = Some(long_params(48));
+    let mut stream = model.stream(request).await.unwrap();
+    let mut pieces = 0;
+    let mut during = 0.0;
+    let mut done = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Event::Text(_) => {
+                pieces += 1;
+                if pieces == 8 {
+                    // Generation runs on (about 40 ms a token): the request holds its prompt
+                    // and at least the 8 tokens sent so far.
+                    during = gauge(&handle.render(), "llm_kv_cache_usage_ratio", "smol");
+                }
+            }
+            Event::Done(c) => done = Some(c),
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    let done = done.unwrap();
+    assert!(
+        during >= (done.prompt_tokens + 8) as f64 / capacity
+            && during <= (done.prompt_tokens + 49) as f64 / capacity,
+        "{during} with {} prompt tokens",
+        done.prompt_tokens
+    );
+    // Finished, it holds nothing.
+    assert_eq!(
+        gauge(&handle.render(), "llm_kv_cache_usage_ratio", "smol"),
+        0.0
+    );
+}

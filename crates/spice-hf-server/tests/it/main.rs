@@ -347,9 +347,35 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_key_guards_everything_but_health() {
-    let (server, _dir) = tiny_server(|a| a.with_api_key("s3cret-key")).await;
+async fn the_api_key_guards_everything_but_the_probes() {
+    let (server, _dir) = tiny_server(|a| {
+        a.with_api_key("s3cret-key").with_metrics(Arc::new(|| {
+            "llm_requests_waiting{model=\"tiny\"} 0\n".into()
+        }))
+    })
+    .await;
     assert_api_key_guards(&server.base, "s3cret-key", "tiny").await;
+    assert_eq!(server.get("/metrics").await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_metrics_answer_without_the_key_and_nothing_else_does() {
+    let (server, _dir) = tiny_server(|a| {
+        a.with_api_key("s3cret-key")
+            .with_public_metrics(true)
+            .with_metrics(Arc::new(|| {
+                "llm_requests_waiting{model=\"tiny\"} 0\n".into()
+            }))
+    })
+    .await;
+    let resp = server.get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("llm_requests_waiting"));
+    // Everything else keeps the key.
+    assert_api_key_guards(&server.base, "s3cret-key", "tiny").await;
+    for path in ["/v1/task_history", "/v1/nothing"] {
+        assert_eq!(server.get(path).await.status(), 401, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
