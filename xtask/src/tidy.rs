@@ -419,8 +419,8 @@ const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
     ),
     (
         "spice-hf-mirror",
-        &["axum", "tokio"],
-        "the mirror exposes Routers for the test kit's fault layer",
+        &["axum", "tokio", "futures_util"],
+        "the mirror exposes Routers for the test kit's fault layer; `Upstream` returns BoxFuture (as the runtime's Source does)",
     ),
     (
         "spice-hf-listen",

@@ -7,6 +7,7 @@ mod otel;
 mod progress;
 mod run;
 mod serve;
+mod upstream;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -211,6 +212,12 @@ enum MirrorCommand {
         /// behind a proxy) [default: the CDN listener's address].
         #[arg(long, value_name = "URL")]
         cdn_public_url: Option<String>,
+        /// Pull-through mode: serve the repositories of this Hub (e.g. https://huggingface.co),
+        /// fetching each file on first request into DIR/.pull-through and serving it from disk
+        /// after that; each client's access is checked with the upstream using the client's
+        /// own token. DIR's own repositories are not served in this mode.
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
         /// A file of at least 32 secret bytes that signs CDN links, shared by replicas that
         /// hand out each other's links [default: a random key per process].
         #[arg(long, value_name = "FILE")]
@@ -319,14 +326,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     public_url,
                     cdn_public_url,
                     cdn_key_file,
+                    upstream,
                     listen,
                 },
         } => {
-            let access = match access {
-                Some(p) => spice_hf_mirror::AccessConfig::load(&p)?,
-                None => spice_hf_mirror::AccessConfig::default(),
+            let mirror = match &upstream {
+                Some(url) => {
+                    if access.is_some() {
+                        anyhow::bail!(
+                            "--access and --upstream do not go together: in pull-through mode the upstream decides who reads what"
+                        );
+                    }
+                    let mirror = spice_hf_mirror::Mirror::new();
+                    let root = dir.join(".pull-through");
+                    mirror
+                        .pull_through(std::sync::Arc::new(upstream::HubUpstream::new(url, &root)?));
+                    mirror
+                }
+                None => {
+                    let access = match access {
+                        Some(p) => spice_hf_mirror::AccessConfig::load(&p)?,
+                        None => spice_hf_mirror::AccessConfig::default(),
+                    };
+                    spice_hf_mirror::Mirror::from_dir(&dir, &access)?
+                }
             };
-            let mirror = spice_hf_mirror::Mirror::from_dir(&dir, &access)?;
             if let Some(url) = &public_url {
                 mirror.set_public_url(url);
             }
@@ -343,10 +367,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let running = mirror.spawn(addr, cdn_addr).await?;
             // A closed stdout must not stop the server: write, and ignore failures.
             let mut out = std::io::stdout();
+            let what = match &upstream {
+                Some(url) => format!(
+                    "{url} (pull-through, cached in {})",
+                    dir.join(".pull-through").display()
+                ),
+                None => dir.display().to_string(),
+            };
             let _ = writeln!(
                 out,
                 "serving {} at {} (CDN {}); use it with HF_ENDPOINT={}",
-                dir.display(),
+                what,
                 running.hub_url(),
                 running.cdn_url(),
                 running.hub_url()

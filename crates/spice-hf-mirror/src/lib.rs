@@ -7,6 +7,11 @@
 //! 416, `X-Error-Code` errors, and private or gated repositories guarded by tokens from a JSON
 //! access file. The real `huggingface_hub` (`hf download`) and `hf-hub` download from it.
 //!
+//! With an [`Upstream`] ([`Mirror::pull_through`], `spice-hf mirror serve --upstream URL`) it
+//! is a pull-through cache for a fleet: files are fetched from the upstream Hub on first request
+//! and served from disk afterwards; each client's access is decided by the upstream with the
+//! client's own token.
+//!
 //! It is also the fake Hub of spice-hf's tests (see `spice-hf-testkit`, which adds faults).
 //!
 //! ```no_run
@@ -24,6 +29,7 @@ mod repo;
 mod server;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +41,7 @@ pub use repo::{
 };
 pub use server::MirrorState;
 pub use spice_hf_listen::Limits;
+pub use upstream::{Cached, Listing, Upstream, UpstreamError, UpstreamFile};
 
 /// Errors of the mirror.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +115,18 @@ impl Mirror {
         }
         mirror.add_valid_tokens(access.tokens.iter().cloned());
         Ok(mirror)
+    }
+
+    /// Pull-through mode: every repository comes from `upstream`, which decides each client's
+    /// access with the client's own token; files are fetched on first request and served from
+    /// disk after that (see [`Upstream`]).
+    pub fn pull_through(&self, upstream: std::sync::Arc<dyn Upstream>) {
+        *self
+            .state
+            .pull_through
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(upstream::PullThrough::new(upstream)));
     }
 
     /// Adds (or replaces) a repository; its tokens become valid tokens.

@@ -31,6 +31,8 @@ pub enum Source {
     Path(PathBuf),
     /// Bytes in memory.
     Bytes(Arc<[u8]>),
+    /// Listed by the upstream of a pull-through mirror, not fetched yet.
+    Upstream,
 }
 
 /// One file of a commit.

@@ -18,6 +18,7 @@ use sha1::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::repo::{Commit, MirrorFile, Repo, Source, Visibility};
+use crate::upstream::{Listing, PullThrough, UpstreamError};
 
 /// Shared state of a running mirror.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct MirrorState {
     pub(crate) page_size: AtomicUsize,
     pub(crate) cdn_ttl_secs: AtomicU64,
     pub(crate) token_leaks: AtomicUsize,
+    /// Set in pull-through mode.
+    pub(crate) pull_through: RwLock<Option<Arc<PullThrough>>>,
     requests: AtomicU64,
 }
 
@@ -50,6 +53,7 @@ impl Default for MirrorState {
             page_size: AtomicUsize::new(1000),
             cdn_ttl_secs: AtomicU64::new(3600),
             token_leaks: AtomicUsize::new(0),
+            pull_through: RwLock::new(None),
             requests: AtomicU64::new(0),
         }
     }
@@ -165,12 +169,175 @@ pub(crate) async fn hub(State(st): State<Shared>, req: Request) -> Response {
                 .collect()
         })
         .unwrap_or_default();
-    let headers = req.headers().clone();
+    let mut headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
+    let pull_through = st
+        .pull_through
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(pt) = pull_through {
+        if let Err(refused) = pull(&st, &pt, &method, &path, &headers).await {
+            return refused.finish(id);
+        }
+        // The upstream decided this client's access; the local repositories are its copy.
+        headers.remove(header::AUTHORIZATION);
+    }
     let answer = route(&st, &method, &path, &query, &headers, &body);
     answer.finish(id)
+}
+
+/// The repository, revision and file (for `resolve`) a request names, in pull-through mode.
+fn target_of(path: &str) -> Option<(String, String, Option<String>)> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let join = |s: &[&str]| s.iter().map(|s| decode(s)).collect::<Vec<_>>().join("/");
+    if segments.first() == Some(&"api") {
+        if segments.get(1) != Some(&"models") {
+            return None;
+        }
+        let rest = &segments[2..];
+        let kinds = ["revision", "tree", "paths-info", "refs"];
+        return match (1..=2).find(|&k| rest.get(k).is_some_and(|s| kinds.contains(s))) {
+            Some(k) if rest[k] != "refs" => {
+                Some((join(&rest[..k]), decode(rest.get(k + 1)?), None))
+            }
+            Some(_) => None,
+            None if (1..=2).contains(&rest.len()) => Some((join(rest), "main".into(), None)),
+            None => None,
+        };
+    }
+    let pos = segments.iter().position(|s| *s == "resolve")?;
+    if !(pos == 1 || pos == 2) || segments.len() < pos + 3 {
+        return None;
+    }
+    Some((
+        join(&segments[..pos]),
+        decode(segments[pos + 1]),
+        Some(join(&segments[pos + 2..])),
+    ))
+}
+
+/// The answer for a client the upstream refused, or that cannot be checked.
+fn upstream_answer(e: UpstreamError) -> Answer {
+    match e {
+        UpstreamError::Refused {
+            status,
+            code,
+            message,
+        } => hub_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+            code.as_deref(),
+            &message,
+        ),
+        UpstreamError::Unavailable(why) => hub_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &format!(
+                "the upstream Hub is unavailable and this is not cached for this client: {why}"
+            ),
+        )
+        .header("retry-after", "10"),
+    }
+}
+
+/// Pull-through: admits the client through the upstream, installs the revision's listing and,
+/// for a file, puts it on disk first.
+async fn pull(
+    st: &MirrorState,
+    pt: &PullThrough,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(), Answer> {
+    let Some((repo, revision, file)) = target_of(path) else {
+        return Ok(());
+    };
+    let token = bearer(headers);
+    let listing = pt
+        .admit(&repo, &revision, token.as_deref())
+        .await
+        .map_err(upstream_answer)?;
+    install(st, &repo, &revision, &listing);
+    let Some(file) = file else {
+        return Ok(());
+    };
+    if !matches!(*method, Method::GET | Method::HEAD)
+        || !listing.files.iter().any(|f| f.path == file)
+    {
+        return Ok(());
+    }
+    let commit = listing.commit.as_str();
+    let present = || local_path(st, &repo, commit, &file);
+    let on_disk = pt
+        .file(&repo, &revision, &file, token.as_deref(), present)
+        .await
+        .map_err(upstream_answer)?;
+    let mut repos = st.repos.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = repos
+        .get_mut(&repo)
+        .and_then(|r| r.commits.get_mut(commit))
+        .and_then(|c| c.files.get_mut(&file))
+    {
+        f.source = Source::Path(on_disk);
+    }
+    Ok(())
+}
+
+/// Where a fetched file of a pull-through revision is, if it was fetched.
+fn local_path(
+    st: &MirrorState,
+    repo: &str,
+    commit: &str,
+    file: &str,
+) -> Option<std::path::PathBuf> {
+    let repos = st.repos.read().unwrap_or_else(|p| p.into_inner());
+    match &repos
+        .get(repo)?
+        .commits
+        .get(commit)?
+        .files
+        .get(file)?
+        .source
+    {
+        Source::Path(p) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+/// Adds the upstream's listing of `repo` at `revision` to the served repositories (files not
+/// fetched yet), keeping what an earlier listing of the same commit already fetched.
+fn install(st: &MirrorState, repo: &str, revision: &str, listing: &Listing) {
+    let mut repos = st.repos.write().unwrap_or_else(|p| p.into_inner());
+    let r = repos
+        .entry(repo.to_string())
+        .or_insert_with(|| Repo::new(repo));
+    r.commits
+        .entry(listing.commit.clone())
+        .or_insert_with(|| Commit {
+            id: listing.commit.clone(),
+            files: listing
+                .files
+                .iter()
+                .map(|f| {
+                    let file = MirrorFile {
+                        source: Source::Upstream,
+                        size: f.size,
+                        git_oid: f
+                            .git_oid
+                            .clone()
+                            .or_else(|| f.lfs_sha256.clone())
+                            .unwrap_or_default(),
+                        lfs_sha256: f.lfs_sha256.clone(),
+                    };
+                    (f.path.clone(), file)
+                })
+                .collect(),
+        });
+    if !listing.commit.starts_with(&revision.to_ascii_lowercase()) {
+        r.refs.insert(revision.to_string(), listing.commit.clone());
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -651,6 +818,9 @@ fn body_of(file: &MirrorFile, start: u64, len: u64) -> Body {
             let s = start as usize;
             Body::from(bytes::Bytes::copy_from_slice(&b[s..s + len as usize]))
         }
+        Source::Upstream => Body::from_stream(futures_util::stream::once(async {
+            Err::<bytes::Bytes, _>(std::io::Error::other("the file was not fetched"))
+        })),
         Source::Path(p) => {
             let p = p.clone();
             let stream = futures_util::stream::once(async move {
@@ -715,7 +885,7 @@ fn cdn_answer(st: &MirrorState, req: &Request) -> Answer {
             .values()
             .flat_map(|r| r.commits.values())
             .flat_map(|c| c.files.values())
-            .find(|f| f.lfs_sha256.as_deref() == Some(sha))
+            .find(|f| f.lfs_sha256.as_deref() == Some(sha) && !matches!(f.source, Source::Upstream))
             .cloned()
     };
     match file {

@@ -6,6 +6,7 @@
 
 mod interop;
 mod k8s;
+mod pull_through;
 mod serve;
 mod sizing;
 mod slow_clients;
