@@ -100,6 +100,9 @@ pub(crate) const DECISION_TTL: Duration = Duration::from_secs(60);
 /// down.
 pub(crate) const OFFLINE_GRACE: Duration = Duration::from_secs(600);
 
+/// Most access decisions kept at once.
+const MAX_DECISIONS: usize = 100_000;
+
 /// The pull-through side of a mirror's state.
 #[derive(Debug)]
 pub(crate) struct PullThrough {
@@ -152,8 +155,16 @@ impl PullThrough {
 
     fn decide(&self, repo: &str, revision: &str, token: Option<&str>, d: Option<UpstreamError>) {
         let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
-        // Old decisions go first, so the map stays as small as the traffic of the last minutes.
+        // Old decisions go first, so the map stays as small as the traffic of the last minutes;
+        // a flood of distinct tokens cannot grow it past MAX_DECISIONS (it only costs the
+        // flood its own cache hits).
         decisions.retain(|_, (at, _)| at.elapsed() < OFFLINE_GRACE);
+        if decisions.len() >= MAX_DECISIONS {
+            decisions.retain(|_, (at, _)| at.elapsed() < DECISION_TTL);
+        }
+        if decisions.len() >= MAX_DECISIONS {
+            return;
+        }
         decisions.insert(
             (repo.to_string(), revision.to_string(), digest(token)),
             (Instant::now(), d),
