@@ -4,7 +4,7 @@
 //! a retry-after hint instead of piling up.
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ pub struct Limiter {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     running: AtomicUsize,
+    /// Requests refused since the start (full queue, rate limit, queue timeout).
+    refused: AtomicU64,
     /// Moving average of how long a permit is held, in ms (for the retry-after hint).
     held_ms: Mutex<Option<f64>>,
     per_minute: Option<DefaultDirectRateLimiter>,
@@ -131,6 +133,7 @@ impl Limiter {
             model: model.to_string(),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
             held_ms: Mutex::new(None),
             per_minute,
         })
@@ -149,6 +152,11 @@ impl Limiter {
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Requests refused since the start: a full queue, the per-minute limit, a queue timeout.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// How long a refused client should wait: the queue ahead of it divided among the slots,
@@ -197,6 +205,7 @@ impl Limiter {
             && let Err(not_until) = limit.check()
         {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::RateLimited {
                 model: self.model.clone(),
                 retry_after: Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64),
@@ -209,6 +218,7 @@ impl Limiter {
         let guard = Waiting(self);
         if queued >= self.config.max_queue {
             drop(guard);
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Overloaded {
                 model: self.model.clone(),
                 queued,
@@ -227,11 +237,14 @@ impl Limiter {
         match permit {
             Ok(Ok(permit)) => Ok((self.granted(permit), start.elapsed())),
             Ok(Err(_closed)) => Err(Error::ShuttingDown),
-            Err(_elapsed) => Err(Error::QueueTimeout {
-                model: self.model.clone(),
-                waited: start.elapsed(),
-                retry_after: self.retry_after(),
-            }),
+            Err(_elapsed) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Err(Error::QueueTimeout {
+                    model: self.model.clone(),
+                    waited: start.elapsed(),
+                    retry_after: self.retry_after(),
+                })
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! callers sharing the load), its limiter, its health and the health probe.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -84,6 +85,10 @@ pub struct ModelInfo {
     pub running: usize,
     /// Requests queued now.
     pub waiting: usize,
+    /// Requests the limiter refused since the start.
+    pub refused: u64,
+    /// Tokens generated for requests since the start (health probes excluded).
+    pub generated_tokens: u64,
 }
 
 /// A model served by the runtime.
@@ -93,6 +98,8 @@ pub struct ServedModel {
     engine: OnceCell<Arc<Engine>>,
     health: RwLock<Health>,
     pub(crate) shutdown: CancellationToken,
+    /// Tokens generated for requests, counted as each one is generated.
+    pub(crate) generated: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -113,6 +120,7 @@ impl ServedModel {
             engine: OnceCell::new(),
             health: RwLock::new(Health::NotLoaded),
             shutdown,
+            generated: Arc::default(),
         }
     }
 
@@ -160,6 +168,8 @@ impl ServedModel {
             context_length: self.spec.context_length,
             running: self.limiter.running(),
             waiting: self.limiter.waiting(),
+            refused: self.limiter.refused(),
+            generated_tokens: self.generated.load(Ordering::Relaxed),
         }
     }
 

@@ -312,12 +312,14 @@ impl ServedModel {
         );
         let id = request.id.clone();
         let task_cancel: CancellationToken = cancel.clone();
+        let generated = self.generated.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _entered = span.enter();
             let mut first: Option<Instant> = None;
             let mut last = Instant::now();
             let on_piece = |piece: &str| {
+                generated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let now = Instant::now();
                 match first {
                     None => {

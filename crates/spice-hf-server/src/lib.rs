@@ -5,6 +5,8 @@
 //! | `POST /v1/chat/completions` | chat, JSON or SSE (`stream`, `stream_options.include_usage`) |
 //! | `POST /v1/completions` | plain text completion, JSON or SSE |
 //! | `GET /v1/models` | the served models |
+//! | `GET /` | the status page (HTML, CSS and JavaScript embedded; its data comes from the routes below) |
+//! | `GET /v1/status/samples` | the last ten minutes of tokens/s and queue per model, one sample a second |
 //! | `GET /health` | liveness (always 200 while the process serves), with each model's state and backend |
 //! | `GET /v1/ready` | 200 once every initially loaded model passed its warm-up, else 503 |
 //! | `GET /metrics` | Prometheus text (when the binary installed a recorder) |
@@ -31,6 +33,7 @@
 
 mod openai;
 mod routes;
+mod samples;
 mod status;
 
 use std::future::Future;
@@ -59,6 +62,8 @@ pub struct App {
     api_key_digest: Option<[u8; 32]>,
     /// `/metrics` answers without the API key.
     public_metrics: bool,
+    /// The status page's samples.
+    samples: Arc<samples::Samples>,
     limits: spice_hf_listen::Limits,
 }
 
@@ -85,6 +90,7 @@ impl App {
             history_writer: None,
             api_key_digest: None,
             public_metrics: false,
+            samples: Arc::default(),
             limits: spice_hf_listen::Limits::default(),
         }
     }
@@ -153,6 +159,18 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let runtime = app.runtime.clone();
     let limits = app.limits;
+    // The status page's samples, while the server runs.
+    let sampler = {
+        let (samples, runtime) = (app.samples.clone(), runtime.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(samples::EVERY);
+            loop {
+                tick.tick().await;
+                samples.take(&runtime);
+            }
+        })
+    };
+    let _stop_sampler = AbortOnDrop(sampler);
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let server = spice_hf_listen::serve(listener, app.router(), limits, async move {
         shutdown.await;
@@ -187,6 +205,15 @@ pub async fn serve(
             tracing::warn!("connections still open after cancelling; closing them");
             Ok(())
         }
+    }
+}
+
+/// Aborts a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -37,6 +37,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(text))
         .route("/v1/models", get(models))
+        .route("/v1/status/samples", get(status_samples))
         .route("/v1/task_history", get(task_history))
         .merge(if public_metrics {
             Router::new()
@@ -48,6 +49,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     // The probes answer without the key: a kubelet's probe cannot read it from a Secret, and
     // they tell no more than whether each model is loaded and healthy.
     Router::new()
+        .route("/", get(status_page))
+        .route("/status.js", get(status_script))
         .route("/health", get(health))
         .route("/v1/ready", get(ready))
         .merge(if public_metrics {
@@ -455,6 +458,39 @@ async fn health(State(app): AppState) -> Response {
         models: infos.iter().map(ModelHealth::from).collect(),
     })
     .into_response()
+}
+
+/// The status page: static, it holds no data (its script reads `/health`, and with the key
+/// `/v1/status/samples` and `/v1/task_history`).
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // Nothing but our own script, styles and API.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        ],
+        include_str!("page/index.html"),
+    )
+        .into_response()
+}
+
+async fn status_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("page/status.js"),
+    )
+        .into_response()
+}
+
+async fn status_samples(State(app): AppState) -> Response {
+    axum::Json(app.samples.all()).into_response()
 }
 
 async fn ready(State(app): AppState) -> Response {

@@ -32,6 +32,8 @@ pub(crate) struct ModelHealth<'a> {
     context_length: usize,
     running: usize,
     waiting: usize,
+    refused: u64,
+    generated_tokens: u64,
 }
 
 /// `{"state": "failed", "reason": "..."}`; no reason for the states that have none.
@@ -78,6 +80,8 @@ impl<'a> From<&'a ModelInfo> for ModelHealth<'a> {
             load_ms: m.load_ms,
             path: m.path.as_deref(),
             chat_template: m.chat_template,
+            refused: m.refused,
+            generated_tokens: m.generated_tokens,
             context_length: m.context_length,
             running: m.running,
             waiting: m.waiting,

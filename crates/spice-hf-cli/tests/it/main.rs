@@ -10,6 +10,7 @@ mod pull_through;
 mod serve;
 mod sizing;
 mod slow_clients;
+mod status_page;
 
 use std::collections::BTreeMap;
 use std::path::Path;
