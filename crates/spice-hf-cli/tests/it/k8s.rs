@@ -16,18 +16,16 @@ use spice_hf_mirror::Mirror;
 use spice_hf_testkit::{FakeHub, fixtures, repo_with};
 
 use super::serve::launch;
-use super::{BIN, text};
+use super::{BIN, require, text};
 
 /// The repository root.
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `program` with `args`, which must exist: the test fails with `install` otherwise.
+/// `program`, which must exist: the test fails with `install` otherwise.
 fn tool(program: &str, install: &str) -> Command {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
-    assert!(found, "{program} is not on PATH: {install}");
+    require(program, install);
     #[allow(clippy::disallowed_methods)] // Reason: the test drives the real tools.
     Command::new(program)
 }

@@ -65,6 +65,14 @@ async fn output(mut cmd: Command) -> Output {
         .unwrap()
 }
 
+/// Fails the test, saying how to install it, when `program` is not on PATH (CI installs every
+/// tool a test needs; a missing one is never a skip).
+fn require(program: &str, install: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+    assert!(found, "{program} is not on PATH: {install}");
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

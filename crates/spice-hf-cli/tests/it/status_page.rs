@@ -5,6 +5,7 @@
 //! once requests ran, and streams the model's answer to a typed prompt. A screenshot is written
 //! to the target directory (`tmp/status-page.png`) for people to look at.
 
+use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,8 +25,14 @@ struct Browser {
     driver: std::process::Child,
 }
 
+/// ChromeDriver runs in a process group of its own with the browser it starts; a test that
+/// fails before [`Browser::quit`] still takes the whole group down.
 impl Drop for Browser {
     fn drop(&mut self) {
+        #[allow(clippy::disallowed_methods)] // Reason: signalling the processes under test.
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -9 -{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -35,11 +42,9 @@ impl Browser {
     /// Starts ChromeDriver and a headless Chromium session with a fresh profile.
     async fn start(profile: &Path) -> Browser {
         for tool in ["chromium", "chromedriver"] {
-            let found = std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-            assert!(
-                found,
-                "{tool} is not on PATH: apt-get install chromium chromium-driver (.ci/run does)"
+            require(
+                tool,
+                "apt-get install chromium chromium-driver (.ci/run does)",
             );
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -50,6 +55,7 @@ impl Browser {
         #[allow(clippy::disallowed_methods)] // Reason: the test drives the real browser.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -96,6 +102,12 @@ impl Browser {
             base,
             driver,
         }
+    }
+
+    /// Ends the session: Chromium exits, then the driver.
+    async fn quit(self) {
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = self.http.delete(url).send().await;
     }
 
     async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -291,4 +303,5 @@ async fn the_status_page_shows_the_model_plots_requests_and_answers_a_prompt() {
         .eval("return localStorage.length + sessionStorage.length + document.cookie.length")
         .await;
     assert_eq!(stored, 0);
+    browser.quit().await;
 }
