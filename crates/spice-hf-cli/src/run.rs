@@ -17,7 +17,8 @@ use spice_hf_models::llama::{Activations, KvDtype};
 use spice_hf_models::loaded::ModelFiles;
 use spice_hf_models::sampling::SamplingParams;
 use spice_hf_runtime::{
-    Completion, CompletionRequest, Event, ModelSpec, Prompt, Runtime, ServedModel, Source,
+    Completion, CompletionRequest, Constraint, Event, ModelSpec, Prompt, Runtime, ServedModel,
+    Source,
 };
 
 /// Where a model comes from and how to fetch it.
@@ -125,6 +126,32 @@ pub(crate) struct RunArgs {
     /// Print one JSON object with ids, usage, timings and memory on the last line.
     #[arg(long)]
     json: bool,
+    /// Constrain the answer to JSON valid against the JSON Schema in this file (at most
+    /// 1 MiB): the answer is guaranteed to parse and to validate.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
+}
+
+/// Most bytes of a `--json-schema` file.
+const MAX_SCHEMA_BYTES: u64 = 1 << 20;
+
+/// Reads a `--json-schema` file: bounded, JSON, named in every error.
+fn read_schema(path: &std::path::Path) -> anyhow::Result<Constraint> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("--json-schema: cannot open {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SCHEMA_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SCHEMA_BYTES {
+        bail!(
+            "--json-schema: {} is larger than {} KiB; a JSON Schema that large is not supported",
+            path.display(),
+            MAX_SCHEMA_BYTES >> 10
+        );
+    }
+    let schema: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("--json-schema: {} is not valid JSON", path.display()))?;
+    Ok(Constraint::JsonSchema(schema))
 }
 
 /// `spice-hf chat`.
@@ -236,8 +263,8 @@ fn check_template(ready: &Ready) -> anyhow::Result<()> {
 }
 
 /// Generates through the session, writing the answer to stdout as it comes, then a newline.
-async fn stream_answer(ready: &Ready, prompt: Prompt) -> anyhow::Result<Completion> {
-    let mut stream = ready.model.stream(CompletionRequest::new(prompt)).await?;
+async fn stream_answer(ready: &Ready, request: CompletionRequest) -> anyhow::Result<Completion> {
+    let mut stream = ready.model.stream(request).await?;
     let mut stdout = std::io::stdout();
     let mut done = None;
     while let Some(event) = stream.next().await {
@@ -246,6 +273,8 @@ async fn stream_answer(ready: &Ready, prompt: Prompt) -> anyhow::Result<Completi
                 let _ = stdout.write_all(piece.as_bytes());
                 let _ = stdout.flush();
             }
+            // `run` and `chat` send no tools.
+            Event::ToolCall(..) => {}
             Event::Done(c) => done = Some(c),
             Event::Error(e) => return Err(e.into()),
         }
@@ -255,6 +284,8 @@ async fn stream_answer(ready: &Ready, prompt: Prompt) -> anyhow::Result<Completi
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // A bad schema file is refused before anything is pulled or loaded.
+    let constraint = args.json_schema.as_deref().map(read_schema).transpose()?;
     let ready = load(&args.model, &args.generation).await?;
     let prompt = if args.raw {
         Prompt::Text(args.prompt.clone())
@@ -267,7 +298,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         messages.push(Message::new("user", &args.prompt));
         Prompt::Chat(messages)
     };
-    let out = stream_answer(&ready, prompt).await?;
+    let mut request = CompletionRequest::new(prompt);
+    request.constraint = constraint;
+    let out = stream_answer(&ready, request).await?;
     let mut stdout = std::io::stdout();
     if args.json {
         let info = ready.model.info();
@@ -328,7 +361,11 @@ pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
         history.push(Message::new("user", line.trim()));
-        let out = stream_answer(&ready, Prompt::Chat(history.clone())).await?;
+        let out = stream_answer(
+            &ready,
+            CompletionRequest::new(Prompt::Chat(history.clone())),
+        )
+        .await?;
         history.push(Message::new("assistant", &out.text));
     }
     Ok(ExitCode::SUCCESS)

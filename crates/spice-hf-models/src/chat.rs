@@ -14,14 +14,21 @@ use serde::Serialize;
 
 use crate::gguf::{GgufFile, MetaValue};
 use crate::{Error, Result};
+pub use spice_hf_grammar::tools::ToolCall;
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text.
     pub content: String,
+    /// The calls an assistant turn made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` turn answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -30,7 +37,32 @@ impl Message {
         Self {
             role: role.to_string(),
             content: content.to_string(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
+    }
+
+    /// The message as Hugging Face chat templates read it: `tool_calls` as
+    /// `[{"type": "function", "id", "function": {"name", "arguments"}}]` with the arguments
+    /// an object (as `transformers` passes them), `tool_call_id` on tool turns.
+    fn template_value(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"role": self.role, "content": self.content});
+        if !self.tool_calls.is_empty() {
+            v["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let arguments: serde_json::Value = serde_json::from_str(&c.arguments)
+                        .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                    serde_json::json!({"id": c.id, "type": "function",
+                        "function": {"name": c.name, "arguments": arguments}})
+                })
+                .collect();
+        }
+        if let Some(id) = &self.tool_call_id {
+            v["tool_call_id"] = serde_json::Value::String(id.clone());
+        }
+        v
     }
 }
 
@@ -134,8 +166,25 @@ impl ChatTemplate {
         )))
     }
 
+    /// How the template writes tool calls, when it renders `tools` itself (`None`: it does
+    /// not, and tools are described in a system message in the default format).
+    pub fn tool_syntax(&self) -> Option<spice_hf_grammar::tools::Syntax> {
+        spice_hf_grammar::tools::Syntax::of_template(&self.source)
+    }
+
     /// Renders the conversation.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// Renders the conversation with `tools` (OpenAI's function objects) in the template's
+    /// `tools` variable (left undefined when empty, as templates test `tools is defined`).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -151,8 +200,12 @@ impl ChatTemplate {
         let tmpl = env
             .get_template("chat")
             .map_err(|e| Error::Template(e.to_string()))?;
+        let messages: Vec<serde_json::Value> =
+            messages.iter().map(Message::template_value).collect();
+        let tools = (!tools.is_empty()).then(|| Value::from(minijinja::value::Serde(tools)));
         let ctx = context! {
-            messages => Value::from(minijinja::value::Serde(messages)),
+            messages => Value::from(minijinja::value::Serde(&messages)),
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use spice_hf_grammar::Guide;
+
 use crate::Result;
 use crate::llama::Llama;
 use crate::sampling::{Sampler, SamplingParams, TextStream};
@@ -44,15 +46,18 @@ pub enum FinishReason {
     Length,
     /// The caller cancelled.
     Cancelled,
+    /// The answer is one or more tool calls (set by the runtime, which reads them back).
+    ToolCalls,
 }
 
 impl FinishReason {
-    /// `stop`, `length` or `cancelled`.
+    /// `stop`, `length`, `cancelled` or `tool_calls`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
             Self::Cancelled => "cancelled",
+            Self::ToolCalls => "tool_calls",
         }
     }
 }
@@ -107,6 +112,20 @@ pub fn generate(
     tokenizer: &Tokenizer,
     prompt: &[u32],
     params: &GenerateParams,
+    on_text: impl FnMut(&str) -> Flow,
+) -> Result<Generated> {
+    generate_guided(model, tokenizer, prompt, params, None, on_text)
+}
+
+/// [`generate`] under a constraint: before each token, `guide` masks the logits of every
+/// token its grammar does not allow; the generation ends where the grammar is complete and
+/// nothing may follow. A step the guide cannot compute ends the generation with its error.
+pub fn generate_guided(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut guide: Option<&mut Guide>,
     mut on_text: impl FnMut(&str) -> Flow,
 ) -> Result<Generated> {
     let start = Instant::now();
@@ -124,7 +143,13 @@ pub fn generate(
         !params.ignore_eos && (tokenizer.eos.contains(&t) || params.stop_token_ids.contains(&t))
     };
     while out.len() < params.max_tokens {
+        if let Some(g) = guide.as_deref_mut() {
+            g.mask(&mut logits)?;
+        }
         let next = sampler.sample(&logits, &history);
+        if let Some(g) = guide.as_deref_mut() {
+            g.accept(next)?;
+        }
         if first_at.is_none() {
             ttft_ms = start.elapsed().as_secs_f64() * 1000.0;
             first_at = Some(Instant::now());
@@ -140,7 +165,7 @@ pub fn generate(
             finish = FinishReason::Cancelled;
             break;
         }
-        if stream.stopped() {
+        if stream.stopped() || guide.as_deref().is_some_and(Guide::is_finished) {
             finish = FinishReason::Stop;
             break;
         }

@@ -87,6 +87,9 @@ pub enum Error {
     /// Something this build does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An output constraint could not be compiled or enforced (see `spice_hf_grammar`).
+    #[error(transparent)]
+    Constraint(#[from] spice_hf_grammar::Error),
     /// A filesystem operation failed.
     #[error("could not {op} {}: {source}", path.display())]
     Io {

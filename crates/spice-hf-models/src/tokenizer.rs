@@ -264,6 +264,111 @@ impl Tokenizer {
     }
 }
 
+/// How a tokenizer's token strings stand for bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// GPT-2's byte-level alphabet: one printable character per byte.
+    ByteLevel,
+    /// SentencePiece style: `▁` for a space, `<0xAB>` tokens for raw bytes.
+    ByteFallback,
+}
+
+/// GPT-2's byte-to-character map, inverted: the byte each character stands for.
+fn byte_level_alphabet() -> std::collections::HashMap<char, u8> {
+    let mut map = std::collections::HashMap::new();
+    let mut extra = 0u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let c = if printable {
+            char::from(b)
+        } else {
+            extra += 1;
+            char::from_u32(255 + extra).unwrap_or(char::REPLACEMENT_CHARACTER)
+        };
+        map.insert(c, b);
+    }
+    map
+}
+
+impl Tokenizer {
+    fn spelling(&self) -> Result<Spelling> {
+        use tokenizers::decoders::DecoderWrapper as D;
+        fn find(d: &D) -> Option<Spelling> {
+            match d {
+                D::ByteLevel(_) => Some(Spelling::ByteLevel),
+                D::ByteFallback(_) | D::Metaspace(_) => Some(Spelling::ByteFallback),
+                D::Sequence(seq) => seq.get_decoders().iter().find_map(find),
+                _ => None,
+            }
+        }
+        self.inner.get_decoder().and_then(find).ok_or_else(|| {
+            Error::Unsupported(
+                "constrained decoding needs a byte-level or byte-fallback tokenizer; this one decodes otherwise"
+                    .into(),
+            )
+        })
+    }
+
+    /// The vocabulary as the grammar engine sees it, `n_vocab` ids long (the model's output
+    /// size, which may exceed the tokenizer's): each token's bytes, control tokens apart, the
+    /// end-of-turn tokens as its end.
+    pub fn vocabulary(&self, n_vocab: usize) -> Result<spice_hf_grammar::Vocabulary> {
+        let tokens = self.token_bytes(n_vocab)?;
+        let eos: Vec<u32> = self
+            .eos
+            .iter()
+            .copied()
+            .filter(|&e| (e as usize) < tokens.len())
+            .collect();
+        Ok(spice_hf_grammar::Vocabulary::new(tokens, &eos)?)
+    }
+
+    /// What each of `max(n_vocab, vocab_size)` ids stands for: the bytes of text it decodes to,
+    /// a control token, or nothing (an id past the tokenizer's, a string outside its alphabet).
+    pub fn token_bytes(&self, n_vocab: usize) -> Result<Vec<spice_hf_grammar::Token>> {
+        use spice_hf_grammar::Token;
+        let spelling = self.spelling()?;
+        let alphabet = byte_level_alphabet();
+        let added = self.inner.get_added_tokens_decoder();
+        let size = n_vocab.max(self.vocab_size());
+        let mut tokens = Vec::with_capacity(size);
+        for id in 0..size as u32 {
+            if let Some(t) = added.get(&id) {
+                tokens.push(if t.special {
+                    Token::Special(t.content.clone())
+                } else {
+                    Token::Bytes(t.content.clone().into_bytes())
+                });
+                continue;
+            }
+            let Some(text) = self.inner.id_to_token(id) else {
+                tokens.push(Token::Unused);
+                continue;
+            };
+            let token = match spelling {
+                Spelling::ByteLevel => text
+                    .chars()
+                    .map(|c| alphabet.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .map_or(Token::Unused, Token::Bytes),
+                Spelling::ByteFallback => {
+                    let hex = text
+                        .strip_prefix("<0x")
+                        .and_then(|h| h.strip_suffix('>'))
+                        .filter(|h| h.len() == 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    match hex {
+                        Some(b) => Token::Bytes(vec![b]),
+                        None => Token::Bytes(text.replace('\u{2581}', " ").into_bytes()),
+                    }
+                }
+            };
+            tokens.push(token);
+        }
+        Ok(tokens)
+    }
+}
+
 /// Byte ranges of `prompt` where each of `plain` (trimmed, in order) was rendered.
 fn plain_spans(prompt: &str, plain: &[&str]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();

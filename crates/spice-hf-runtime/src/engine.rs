@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use spice_hf_backend::host::{available_memory, peak_rss};
 use spice_hf_backend::{BackendKind, Skipped};
+use std::sync::OnceLock;
+
+use spice_hf_grammar::tools::{Syntax, Tool, Tools, render_response};
+use spice_hf_grammar::{Constraint, Guide, Vocabulary};
 use spice_hf_models::chat::{ChatTemplate, Message};
 use spice_hf_models::footprint::{Footprint, Usage, WeightStorage};
 use spice_hf_models::generate::{Flow, GenerateParams, Generated};
@@ -39,6 +43,17 @@ pub(crate) struct Engine {
     load_ms: f64,
     peak_rss: Option<u64>,
     kv: KvUsage,
+    /// The vocabulary compiled for constrained decoding, built at the first request that
+    /// needs it (it walks the whole vocabulary); the error when it cannot be.
+    vocabulary: OnceLock<std::result::Result<Vocabulary, String>>,
+}
+
+/// A request made ready to generate: its prompt ids, the constraint's state and, when tools
+/// may be called, how the answer is read back.
+pub(crate) struct Prepared {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) guide: Option<Guide>,
+    pub(crate) calls: Option<(Syntax, Tools)>,
 }
 
 /// Positions the running requests hold in their KV caches, published as
@@ -148,6 +163,7 @@ impl Engine {
                 held: AtomicUsize::new(0),
                 capacity,
             },
+            vocabulary: OnceLock::new(),
         };
         // Published at 0 from the load on, like the queue gauges.
         engine.kv.publish(0);
@@ -214,27 +230,124 @@ impl Engine {
         })
     }
 
-    fn prompt_ids_unguarded(&self, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
-        let tokenizer = &self.loaded.tokenizer;
-        let ids = match prompt {
-            Prompt::Text(text) => tokenizer.encode_prompt(text)?,
-            Prompt::Chat(messages) => {
-                let Some(template) = &self.template else {
-                    return Err(Error::Template(
-                        "this model has no chat template; use /v1/completions, or set chat_template in the model's params".into(),
-                    ));
-                };
-                if messages.is_empty() {
-                    return Err(Error::Invalid {
-                        field: field.to_string(),
-                        message: "at least one message is required".into(),
-                    });
-                }
-                let rendered = template.render(messages, true)?;
-                let typed: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-                tokenizer.encode_chat_prompt(&rendered, &typed)?
+    /// Prepares a request: renders and tokenizes the prompt (with the tools, in the
+    /// template's own syntax or the default one) and compiles its constraint. Panics become
+    /// errors. A constraint that cannot be compiled is an [`Error::Invalid`] naming
+    /// `response_format`, or `tools` for the calls' schemas.
+    pub(crate) fn prepare(
+        &self,
+        prompt: &Prompt,
+        constraint: Option<&Constraint>,
+        tools: Option<&Tools>,
+    ) -> Result<Prepared> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.prepare_unguarded(prompt, constraint, tools)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Internal(format!(
+                "preparing the prompt panicked: {}",
+                crate::panic_message(&*p)
+            )))
+        })
+    }
+
+    fn prepare_unguarded(
+        &self,
+        prompt: &Prompt,
+        constraint: Option<&Constraint>,
+        tools: Option<&Tools>,
+    ) -> Result<Prepared> {
+        let tools = tools.filter(|t| t.active());
+        if let (Some(_), Prompt::Text(_)) = (tools, prompt) {
+            return Err(Error::Invalid {
+                field: "tools".into(),
+                message: "tools need a chat prompt".into(),
+            });
+        }
+        // The template's own syntax when it renders tools, else the default format's.
+        let own = self
+            .template
+            .as_ref()
+            .and_then(|t| t.tool_syntax().map(|syntax| (t, syntax)));
+        let syntax = tools.map(|_| own.map_or(Syntax::Hermes, |(_, s)| s));
+        let ids = match (prompt, tools, own) {
+            (Prompt::Chat(messages), Some(tools), Some((template, _))) => {
+                let declared: Vec<serde_json::Value> =
+                    tools.tools.iter().map(Tool::openai).collect();
+                self.chat_ids(messages, |m| template.render_with_tools(m, &declared, true))?
             }
+            (Prompt::Chat(messages), Some(tools), None) => self.prompt_ids_unguarded(
+                &Prompt::Chat(default_tool_format(messages, tools)),
+                "messages",
+            )?,
+            _ => self.prompt_ids_unguarded(prompt, "messages")?,
         };
+        let (field, constraint) = match (tools, syntax) {
+            (Some(tools), Some(syntax)) => (
+                "tools",
+                tools
+                    .constraint(syntax, constraint)
+                    .map_err(|e| Error::Invalid {
+                        field: "tools".into(),
+                        message: e.to_string(),
+                    })?,
+            ),
+            _ => ("response_format", constraint.cloned()),
+        };
+        let guide = match &constraint {
+            None => None,
+            Some(c) => Some(self.vocabulary()?.guide(c).map_err(|e| Error::Invalid {
+                field: field.into(),
+                message: e.to_string(),
+            })?),
+        };
+        Ok(Prepared {
+            ids,
+            guide,
+            calls: syntax.zip(tools.cloned()),
+        })
+    }
+
+    /// The model's vocabulary for the grammar engine, built once.
+    fn vocabulary(&self) -> Result<&Vocabulary> {
+        self.vocabulary
+            .get_or_init(|| {
+                let n = self.loaded.model.config().vocab;
+                self.loaded
+                    .tokenizer
+                    .vocabulary(n)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::Invalid {
+                field: "response_format".into(),
+                message: format!("this model cannot constrain its output: {e}"),
+            })
+    }
+
+    /// Renders `messages` with `render` and tokenizes the result, the messages' text encoded
+    /// as plain text (never control tokens).
+    fn chat_ids(
+        &self,
+        messages: &[Message],
+        render: impl FnOnce(&[Message]) -> spice_hf_models::Result<String>,
+    ) -> Result<Vec<u32>> {
+        if messages.is_empty() {
+            return Err(Error::Invalid {
+                field: "messages".into(),
+                message: "at least one message is required".into(),
+            });
+        }
+        let rendered = render(messages)?;
+        let typed: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        let ids = self
+            .loaded
+            .tokenizer
+            .encode_chat_prompt(&rendered, &typed)?;
+        self.check_length(ids, "messages")
+    }
+
+    fn check_length(&self, ids: Vec<u32>, field: &str) -> Result<Vec<u32>> {
         if ids.is_empty() {
             return Err(Error::Invalid {
                 field: field.to_string(),
@@ -251,6 +364,28 @@ impl Engine {
         Ok(ids)
     }
 
+    fn prompt_ids_unguarded(&self, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
+        let tokenizer = &self.loaded.tokenizer;
+        let ids = match prompt {
+            Prompt::Text(text) => tokenizer.encode_prompt(text)?,
+            Prompt::Chat(messages) => {
+                let Some(template) = &self.template else {
+                    return Err(Error::Template(
+                        "this model has no chat template; use /v1/completions, or set chat_template in the model's params".into(),
+                    ));
+                };
+                if messages.is_empty() {
+                    return Err(Error::Invalid {
+                        field: field.to_string(),
+                        message: "at least one message is required".into(),
+                    });
+                }
+                return self.chat_ids(messages, |m| template.render(m, true));
+            }
+        };
+        self.check_length(ids, field)
+    }
+
     /// Generates after `ids` on this thread (a blocking one), calling `on_piece` with each
     /// piece of text. A panic in the model code is a failure of ours, returned as an error
     /// that starts with `what` (`generation`, `the probe`), never a cancellation.
@@ -258,6 +393,7 @@ impl Engine {
         &self,
         ids: &[u32],
         params: &GenerateParams,
+        guide: Option<&mut Guide>,
         mut on_piece: impl FnMut(&str) -> Flow,
         what: &str,
     ) -> Result<Generated> {
@@ -267,11 +403,12 @@ impl Engine {
         };
         held.grow(ids.len());
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            spice_hf_models::generate::generate(
+            spice_hf_models::generate::generate_guided(
                 &self.loaded.model,
                 &self.loaded.tokenizer,
                 ids,
                 params,
+                guide,
                 // Called once per generated token: each one takes a position of the cache.
                 |piece| {
                     held.grow(1);
@@ -286,6 +423,42 @@ impl Engine {
 
 /// The CPU backend runs our kernels over the packed weights; GPU devices run Burn, with f16
 /// matrices where the device computes in f16.
+/// The conversation in the default tool format, for a template that cannot render tools: the
+/// tools described in the system message (after the caller's own, or as one of their own),
+/// past calls written into the assistant turns, tool results as user turns.
+fn default_tool_format(messages: &[Message], tools: &Tools) -> Vec<Message> {
+    let described = tools.system_prompt();
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    let rest = match messages.split_first() {
+        Some((first, rest)) if first.role == "system" => {
+            let text = format!("{}\n\n{described}", first.content);
+            out.push(Message::new("system", &text));
+            rest
+        }
+        _ => {
+            out.push(Message::new("system", &described));
+            messages
+        }
+    };
+    for m in rest {
+        match m.role.as_str() {
+            "assistant" if !m.tool_calls.is_empty() => {
+                let mut text = m.content.clone();
+                for call in &m.tool_calls {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&Syntax::Hermes.render_call(call));
+                }
+                out.push(Message::new("assistant", &text));
+            }
+            "tool" => out.push(Message::new("user", &render_response(&m.content))),
+            _ => out.push(m.clone()),
+        }
+    }
+    out
+}
+
 fn compute(spec: &ModelSpec, kind: BackendKind, device: &spice_hf_backend::Device) -> Compute {
     if kind == BackendKind::Cpu {
         let mut cpu = CpuOptions::default()

@@ -42,6 +42,10 @@ pub use session::{Completion, CompletionRequest, CompletionStream, Event};
 pub use spec::{Cause, ModelSpec, Source, SourceFuture};
 /// The backend a model runs on, and those passed over ([`ModelInfo`]).
 pub use spice_hf_backend::{BackendKind, Skipped};
+/// Output constraints ([`CompletionRequest::constraint`]) and tools
+/// ([`CompletionRequest::tools`]): what a request may ask, and the calls an answer makes.
+pub use spice_hf_grammar::Constraint;
+pub use spice_hf_grammar::tools::{Tool, ToolCall, ToolChoice, Tools};
 /// A chat message ([`Prompt::Chat`]).
 pub use spice_hf_models::chat::Message;
 /// Generation parameters ([`CompletionRequest::params`]) and why a generation ended

@@ -336,7 +336,7 @@ impl ServedModel {
                         Flow::Continue
                     }
                 };
-                let out = engine.generate(&ids, &params, flow, "the probe")?;
+                let out = engine.generate(&ids, &params, None, flow, "the probe")?;
                 if out.token_ids.is_empty() {
                     return Err(Error::Internal("the probe generated no token".into()));
                 }

@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Span, field};
 
-use crate::engine::Prompt;
+use spice_hf_grammar::Constraint;
+use spice_hf_grammar::tools::{CallStream, Piece, ToolCall, Tools};
+
+use crate::engine::{Prepared, Prompt};
 use crate::model::ServedModel;
 use crate::{Error, Result};
 
@@ -29,6 +32,11 @@ pub struct CompletionRequest {
     pub stream: bool,
     /// An id for the response and the span (`gen_ai.response.id`).
     pub id: String,
+    /// What the answer must match (a JSON Schema, any JSON object, a regex, a grammar);
+    /// `None` leaves it free. With tools, it is what a text answer must match.
+    pub constraint: Option<Constraint>,
+    /// Functions the model may or must call (chat prompts only).
+    pub tools: Option<Tools>,
 }
 
 impl CompletionRequest {
@@ -39,6 +47,32 @@ impl CompletionRequest {
             params: None,
             stream: false,
             id: String::new(),
+            constraint: None,
+            tools: None,
+        }
+    }
+
+    /// The request with its answer constrained.
+    pub fn with_constraint(self, constraint: Constraint) -> Self {
+        Self {
+            constraint: Some(constraint),
+            ..self
+        }
+    }
+
+    /// The request with tools the model may call.
+    pub fn with_tools(self, tools: Tools) -> Self {
+        Self {
+            tools: Some(tools),
+            ..self
+        }
+    }
+
+    /// The kind of constraint its answer runs under, if any (a metric label).
+    fn constraint_kind(&self) -> Option<&'static str> {
+        match &self.tools {
+            Some(t) if t.active() => Some("tool_calls"),
+            _ => self.constraint.as_ref().map(Constraint::kind),
         }
     }
 }
@@ -51,8 +85,11 @@ pub struct Completion {
     pub id: String,
     /// The served model name.
     pub model: String,
-    /// The text.
+    /// The text (outside tool calls, when there are calls).
     pub text: String,
+    /// The tool calls the answer made; the finish reason is then
+    /// [`FinishReason::ToolCalls`].
+    pub tool_calls: Vec<ToolCall>,
     /// Generated token ids (end of turn included when produced).
     pub token_ids: Vec<u32>,
     /// Why it ended.
@@ -78,6 +115,8 @@ pub struct Completion {
 pub enum Event {
     /// Text safe to show.
     Text(String),
+    /// A whole tool call, with its index among the answer's calls.
+    ToolCall(usize, ToolCall),
     /// The end, with usage (always the last event on success).
     Done(Completion),
     /// Generation failed after it started (the last event).
@@ -176,7 +215,7 @@ impl ServedModel {
         let mut last = None;
         while let Some(event) = stream.next().await {
             match event {
-                Event::Text(_) => {}
+                Event::Text(_) | Event::ToolCall(..) => {}
                 Event::Done(c) => last = Some(c),
                 Event::Error(e) => return Err(e),
             }
@@ -205,6 +244,10 @@ impl ServedModel {
             Prompt::Text(t) => t.clone(),
             Prompt::Chat(m) => serde_json::to_string(m).unwrap_or_default(),
         });
+        let constraint = request.constraint_kind();
+        if let Some(kind) = constraint {
+            metrics::counter!(names::CONSTRAINED, names::MODEL => model.clone(), names::CONSTRAINT => kind).increment(1);
+        }
         let sp = &params.sampling;
         let span = tracing::info_span!(
             target: "spice_hf_runtime",
@@ -213,6 +256,7 @@ impl ServedModel {
             otel.kind = "internal",
             model = %model,
             stream = request.stream,
+            constraint = constraint,
             input = input,
             captured_output = field::Empty,
             prompt_tokens = field::Empty,
@@ -285,14 +329,21 @@ impl ServedModel {
         span.record("queue_ms", queue_ms);
         let (engine, permit) = self.engine_holding(permit).await?;
         // Templates and tokenizers are CPU work of unbounded size: never on the async threads.
-        let (ids, permit) = {
+        let (prepared, permit) = {
             let engine = engine.clone();
-            let prompt = request.prompt;
-            tokio::task::spawn_blocking(move || (engine.prompt_ids(&prompt, "messages"), permit))
-                .await
-                .map_err(|e| Error::Internal(format!("the prompt task failed: {e}")))?
+            let (prompt, constraint, tools) = (request.prompt, request.constraint, request.tools);
+            tokio::task::spawn_blocking(move || {
+                let prepared = engine.prepare(&prompt, constraint.as_ref(), tools.as_ref());
+                (prepared, permit)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("the prompt task failed: {e}")))?
         };
-        let ids = ids?;
+        let Prepared {
+            ids,
+            mut guide,
+            calls,
+        } = prepared?;
 
         let cancel = self.shutdown.child_token();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -311,6 +362,8 @@ impl ServedModel {
             },
         );
         let id = request.id.clone();
+        // Call ids: `call_` and the request id's random part, then the call's index.
+        let call_prefix = format!("call_{}", id.rsplit('-').next().unwrap_or(&id));
         let task_cancel: CancellationToken = cancel.clone();
         let generated = self.generated.clone();
         tokio::task::spawn_blocking(move || {
@@ -318,6 +371,31 @@ impl ServedModel {
             let _entered = span.enter();
             let mut first: Option<Instant> = None;
             let mut last = Instant::now();
+            let mut splitter = calls
+                .as_ref()
+                .map(|(syntax, tools)| CallStream::new(*syntax, tools, &call_prefix));
+            let mut found: Vec<ToolCall> = Vec::new();
+            let mut text = String::new();
+            // Text and calls to the caller; false when it is gone.
+            let send = |pieces: Vec<Piece>, found: &mut Vec<ToolCall>, text: &mut String| {
+                for p in pieces {
+                    let event = match p {
+                        Piece::Text(t) if t.is_empty() => continue,
+                        Piece::Text(t) => {
+                            text.push_str(&t);
+                            Event::Text(t)
+                        }
+                        Piece::Call(i, c) => {
+                            found.push(c.clone());
+                            Event::ToolCall(i, c)
+                        }
+                    };
+                    if tx.send(event).is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
             let on_piece = |piece: &str| {
                 generated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let now = Instant::now();
@@ -337,24 +415,40 @@ impl ServedModel {
                 if task_cancel.is_cancelled() {
                     return Flow::Cancel;
                 }
-                if !piece.is_empty() && tx.send(Event::Text(piece.to_string())).is_err() {
+                if piece.is_empty() {
+                    return Flow::Continue;
+                }
+                let pieces = match splitter.as_mut() {
+                    Some(s) => s.push(piece),
+                    None => vec![Piece::Text(piece.to_string())],
+                };
+                if !send(pieces, &mut found, &mut text) {
                     return Flow::Cancel;
                 }
                 Flow::Continue
             };
-            let result = engine.generate(&ids, &params, on_piece, "generation");
+            let result = engine.generate(&ids, &params, guide.as_mut(), on_piece, "generation");
+            let rest = splitter
+                .as_mut()
+                .map(CallStream::finish)
+                .unwrap_or_default();
+            send(rest, &mut found, &mut text);
             match result {
                 Ok(out) => {
                     let finish = if task_cancel.is_cancelled() || tx.is_closed() {
                         FinishReason::Cancelled
+                    } else if !found.is_empty() && out.finish_reason == FinishReason::Stop {
+                        FinishReason::ToolCalls
                     } else {
                         out.finish_reason
                     };
+                    let text = if splitter.is_some() { text } else { out.text };
                     let completion = Completion {
                         id,
                         model,
                         completion_tokens: out.token_ids.len(),
-                        text: out.text,
+                        text,
+                        tool_calls: found,
                         token_ids: out.token_ids,
                         finish_reason: finish,
                         prompt_tokens: out.prompt_tokens,

@@ -3,7 +3,11 @@
 //! error envelope. The fields we accept but ignore are listed in [`IGNORED_FIELDS`].
 
 use serde::{Deserialize, Serialize};
-use spice_hf_runtime::{FinishReason, GenerateParams, Message, SamplingParams};
+use serde_json::Value;
+use spice_hf_runtime::{
+    Constraint, FinishReason, GenerateParams, Message, SamplingParams, Tool, ToolCall, ToolChoice,
+    Tools,
+};
 
 use crate::ApiError;
 
@@ -14,7 +18,6 @@ pub const IGNORED_FIELDS: &[&str] = &[
     "metadata",
     "store",
     "service_tier",
-    "parallel_tool_calls",
     "logprobs",
     "top_logprobs",
 ];
@@ -59,6 +62,114 @@ pub(crate) struct ChatMessage {
     #[serde(default)]
     #[allow(dead_code)] // Reason: accepted (OpenAI's optional participant name), not used.
     name: Option<String>,
+    /// An assistant turn's calls.
+    #[serde(default)]
+    tool_calls: Option<Vec<WireCall>>,
+    /// The call a `tool` turn answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+/// A tool call as OpenAI writes it, in requests and answers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct WireCall {
+    pub(crate) id: String,
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) function: WireFunctionCall,
+}
+
+/// Its function and arguments (a JSON object as text).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct WireFunctionCall {
+    pub(crate) name: String,
+    pub(crate) arguments: String,
+}
+
+impl From<&ToolCall> for WireCall {
+    fn from(c: &ToolCall) -> Self {
+        Self {
+            id: c.id.clone(),
+            kind: "function".into(),
+            function: WireFunctionCall {
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+            },
+        }
+    }
+}
+
+/// A call in a stream chunk: its index among the answer's calls, then the call.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WireCallDelta {
+    pub(crate) index: usize,
+    #[serde(flatten)]
+    pub(crate) call: WireCall,
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonSchemaFormat {
+    #[allow(dead_code)] // Reason: required by OpenAI, names the format; not used.
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)] // Reason: accepted, for the model in OpenAI's API; not used.
+    description: Option<String>,
+    #[serde(default)]
+    schema: Option<Value>,
+    /// Accepted either way: the schema is always enforced.
+    #[serde(default)]
+    #[allow(dead_code)] // Reason: every schema is enforced, strict or not.
+    strict: Option<bool>,
+}
+
+/// An entry of `tools`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ToolDef {
+    #[serde(rename = "type")]
+    kind: String,
+    function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FunctionDef {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)] // Reason: every call's arguments are enforced, strict or not.
+    strict: Option<bool>,
+}
+
+/// `tool_choice`: a mode, or a named function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ToolChoiceWire {
+    Mode(String),
+    Named {
+        #[serde(rename = "type")]
+        kind: String,
+        function: NamedFunction,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct NamedFunction {
+    name: String,
 }
 
 /// The sampling fields both endpoints share.
@@ -93,6 +204,14 @@ pub(crate) struct ChatRequest {
     pub(crate) stream: bool,
     #[serde(default)]
     pub(crate) stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub(crate) response_format: Option<ResponseFormat>,
+    #[serde(default)]
+    pub(crate) tools: Option<Vec<ToolDef>>,
+    #[serde(default)]
+    pub(crate) tool_choice: Option<ToolChoiceWire>,
+    #[serde(default)]
+    pub(crate) parallel_tool_calls: Option<bool>,
 }
 
 /// `POST /v1/completions`.
@@ -128,12 +247,28 @@ const SAMPLING_FIELDS: &[&str] = &[
 
 /// Fields we know but do not support, with what to do instead.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("tools", "tool calling is not supported yet"),
-    ("tool_choice", "tool calling is not supported yet"),
-    ("functions", "function calling is not supported"),
-    ("function_call", "function calling is not supported"),
+    (
+        "functions",
+        "the legacy `functions` field is not supported; use `tools`",
+    ),
+    (
+        "function_call",
+        "the legacy `function_call` field is not supported; use `tool_choice`",
+    ),
     ("logit_bias", "logit_bias is not supported"),
-    ("response_format", "structured output is not supported yet"),
+    (
+        "response_format",
+        "response_format is supported on /v1/chat/completions only",
+    ),
+    ("tools", "tools are supported on /v1/chat/completions only"),
+    (
+        "tool_choice",
+        "tool_choice is supported on /v1/chat/completions only",
+    ),
+    (
+        "parallel_tool_calls",
+        "parallel_tool_calls is supported on /v1/chat/completions only",
+    ),
     ("audio", "audio is not supported"),
     ("modalities", "only text output is supported"),
     (
@@ -175,14 +310,20 @@ impl ChatRequest {
         for (i, m) in self.messages.iter().enumerate() {
             if !matches!(
                 m.role.as_str(),
-                "system" | "developer" | "user" | "assistant"
+                "system" | "developer" | "user" | "assistant" | "tool"
             ) {
                 return Err(invalid(
                     &format!("messages[{i}].role"),
                     format!(
-                        "role `{}` is not supported; use system, developer, user or assistant (tools are not supported)",
+                        "role `{}` is not supported; use system, developer, user, assistant or tool",
                         m.role
                     ),
+                ));
+            }
+            if m.tool_calls.is_some() && m.role != "assistant" {
+                return Err(invalid(
+                    &format!("messages[{i}].tool_calls"),
+                    "only assistant messages carry tool calls",
                 ));
             }
             let text = match &m.content {
@@ -212,12 +353,105 @@ impl ChatRequest {
             } else {
                 &m.role
             };
-            out.push(Message::new(role, &text));
+            let mut message = Message::new(role, &text);
+            for (j, c) in m.tool_calls.iter().flatten().enumerate() {
+                if c.kind != "function" {
+                    return Err(invalid(
+                        &format!("messages[{i}].tool_calls[{j}].type"),
+                        "only `function` calls exist",
+                    ));
+                }
+                message.tool_calls.push(ToolCall {
+                    id: c.id.clone(),
+                    name: c.function.name.clone(),
+                    arguments: c.function.arguments.clone(),
+                });
+            }
+            message.tool_call_id = m.tool_call_id.clone();
+            out.push(message);
         }
         if out.is_empty() {
             return Err(invalid("messages", "at least one message is required"));
         }
         Ok(out)
+    }
+}
+
+impl ChatRequest {
+    /// The answer's constraint from `response_format` (`text`: none).
+    pub(crate) fn constraint(&self) -> Result<Option<Constraint>, ApiError> {
+        Ok(match &self.response_format {
+            None | Some(ResponseFormat::Text) => None,
+            Some(ResponseFormat::JsonObject) => Some(Constraint::JsonObject),
+            Some(ResponseFormat::JsonSchema { json_schema }) => match &json_schema.schema {
+                Some(schema) => Some(Constraint::JsonSchema(schema.clone())),
+                None => {
+                    return Err(invalid(
+                        "response_format.json_schema.schema",
+                        "a json_schema response format needs its `schema`",
+                    ));
+                }
+            },
+        })
+    }
+
+    /// `tools`, `tool_choice` and `parallel_tool_calls`, checked.
+    pub(crate) fn tools(&self) -> Result<Option<Tools>, ApiError> {
+        let Some(defs) = &self.tools else {
+            if self.tool_choice.is_some() {
+                return Err(invalid("tool_choice", "tool_choice needs `tools`"));
+            }
+            return Ok(None);
+        };
+        let mut tools = Vec::with_capacity(defs.len());
+        for (i, d) in defs.iter().enumerate() {
+            if d.kind != "function" {
+                return Err(invalid(
+                    &format!("tools[{i}].type"),
+                    format!(
+                        "tool type `{}` is not supported; only `function` is",
+                        d.kind
+                    ),
+                ));
+            }
+            let f = &d.function;
+            tools.push(Tool::new(
+                &f.name,
+                f.description.as_deref(),
+                f.parameters.clone(),
+            ));
+        }
+        let choice = match &self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(ToolChoiceWire::Mode(m)) => match m.as_str() {
+                "none" => ToolChoice::None,
+                "auto" => ToolChoice::Auto,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(invalid(
+                        "tool_choice",
+                        format!(
+                            "`{other}` is not a tool choice; use none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}"
+                        ),
+                    ));
+                }
+            },
+            Some(ToolChoiceWire::Named { kind, function }) => {
+                if kind != "function" {
+                    return Err(invalid("tool_choice.type", "must be `function`"));
+                }
+                ToolChoice::Function(function.name.clone())
+            }
+        };
+        let tools = Tools {
+            tools,
+            choice,
+            parallel: self.parallel_tool_calls.unwrap_or(true),
+        };
+        tools
+            .validate()
+            .map_err(|(field, message)| invalid(&field, message))?;
+        Ok(Some(tools))
     }
 }
 
@@ -366,12 +600,13 @@ impl<'a> Choice<'a> {
         }
     }
 
-    /// A whole chat answer.
-    pub(crate) fn message(content: &'a str, finish: FinishReason) -> Self {
+    /// A whole chat answer: its text (`null` when it is only calls) and its calls.
+    pub(crate) fn message(content: &'a str, calls: &[ToolCall], finish: FinishReason) -> Self {
         Self {
             message: Some(AssistantMessage {
                 role: "assistant",
-                content,
+                content: (!content.is_empty() || calls.is_empty()).then_some(content),
+                tool_calls: (!calls.is_empty()).then(|| calls.iter().map(WireCall::from).collect()),
             }),
             ..Self::new(Some(finish))
         }
@@ -408,7 +643,9 @@ fn finish_reason<S: serde::Serializer>(f: &Option<FinishReason>, s: S) -> Result
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AssistantMessage<'a> {
     pub(crate) role: &'static str,
-    pub(crate) content: &'a str,
+    pub(crate) content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<Vec<WireCall>>,
 }
 
 /// `delta` of a chat stream chunk: the role first, then content.
@@ -418,6 +655,8 @@ pub(crate) struct Delta<'a> {
     pub(crate) role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<Vec<WireCallDelta>>,
 }
 
 /// `GET /v1/models`' entries.

@@ -23,7 +23,7 @@ use spice_hf_telemetry::{TaskFilter, names};
 
 use crate::openai::{
     ChatRequest, Choice, CompletionBody, Delta, List, ModelObject, Sampling, TextRequest, Usage,
-    check_fields,
+    WireCall, WireCallDelta, check_fields,
 };
 use crate::status::{HealthBody, ModelHealth, Ready};
 use crate::{ApiError, App};
@@ -173,10 +173,22 @@ struct Prepared {
 }
 
 fn prepare(app: &App, body: &[u8], kind: Kind) -> Result<Prepared, ApiError> {
+    let (mut constraint, mut tools) = (None, None);
     let (model_name, stream, options, sampling, prompt, echo) = match kind {
         Kind::Chat => {
-            let (req, sampling): (ChatRequest, _) = parse(body, &["messages"])?;
+            let (req, sampling): (ChatRequest, _) = parse(
+                body,
+                &[
+                    "messages",
+                    "response_format",
+                    "tools",
+                    "tool_choice",
+                    "parallel_tool_calls",
+                ],
+            )?;
             let prompt = Prompt::Chat(req.messages()?);
+            constraint = req.constraint()?;
+            tools = req.tools()?;
             (
                 req.model,
                 req.stream,
@@ -220,6 +232,8 @@ fn prepare(app: &App, body: &[u8], kind: Kind) -> Result<Prepared, ApiError> {
             params: Some(params),
             stream,
             id: new_id(prefix),
+            constraint,
+            tools,
         },
         include_usage: options.is_some_and(|o| o.include_usage),
         echo,
@@ -321,7 +335,10 @@ fn whole<'a>(
     echo: Option<&str>,
 ) -> CompletionBody<'a> {
     let (object, choice) = match kind {
-        Kind::Chat => ("chat.completion", Choice::message(&c.text, c.finish_reason)),
+        Kind::Chat => (
+            "chat.completion",
+            Choice::message(&c.text, &c.tool_calls, c.finish_reason),
+        ),
         Kind::Text => (
             "text_completion",
             Choice::text(
@@ -375,6 +392,7 @@ impl Chunker {
                 Delta {
                     role: role.then_some("assistant"),
                     content,
+                    tool_calls: None,
                 },
                 finish,
             ),
@@ -394,6 +412,17 @@ impl Chunker {
     fn events(&self, event: Event) -> Vec<SseEvent> {
         match event {
             Event::Text(t) => vec![self.chunk(Some(&t), false, None)],
+            Event::ToolCall(index, call) => {
+                let delta = Delta {
+                    tool_calls: Some(vec![WireCallDelta {
+                        index,
+                        call: WireCall::from(&call),
+                    }]),
+                    ..Delta::default()
+                };
+                let choice = Choice::delta(delta, None);
+                vec![self.body(vec![choice], self.include_usage.then_some(None))]
+            }
             Event::Done(c) if c.finish_reason == FinishReason::Cancelled => {
                 vec![error_event(&ApiError::from(
                     spice_hf_runtime::Error::ShuttingDown,

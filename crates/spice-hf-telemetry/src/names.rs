@@ -8,6 +8,9 @@
 pub const REQUESTS: &str = "llm_requests";
 /// Counter: failed requests. Labels: [`MODEL`], [`STREAM`], [`ERROR_KIND`].
 pub const FAILURES: &str = "llm_failures";
+/// Counter: requests whose answer runs under an output constraint (a response format or
+/// tool calls). Labels: [`MODEL`], [`CONSTRAINT`].
+pub const CONSTRAINED: &str = "llm_constrained_requests";
 /// Counter: finished requests. Labels: [`MODEL`], [`STREAM`], [`FINISH_REASON`].
 pub const FINISHED: &str = "llm_finished";
 /// Histogram (ms): arrival to last token. Labels: [`MODEL`], [`STREAM`].
@@ -36,6 +39,9 @@ pub const BACKEND_FALLBACK: &str = "llm_backend_fallback";
 
 /// Label: the model's served name.
 pub const MODEL: &str = "model";
+/// Label: the kind of output constraint (`json_object`, `json_schema`, `regex`, `lark`,
+/// `tool_calls`).
+pub const CONSTRAINT: &str = "constraint";
 /// Label: `true` or `false`.
 pub const STREAM: &str = "stream";
 /// Label: `stop`, `length` or `cancelled`.

@@ -11,8 +11,8 @@ use spice_hf_hub::{HubClient, HubConfig, ModelRef, NoProgress, Progress};
 use spice_hf_models::chat::Message;
 use spice_hf_models::generate::GenerateParams;
 use spice_hf_runtime::{
-    Completion, CompletionRequest, CompletionStream, Health, LimiterConfig, ModelInfo, ModelSpec,
-    Prompt, Runtime, ServedModel, Source,
+    Completion, CompletionRequest, CompletionStream, Constraint, Health, LimiterConfig, ModelInfo,
+    ModelSpec, Prompt, Runtime, ServedModel, Source, Tools,
 };
 
 /// Errors of [`ModelBuilder::load`] and [`Model`]'s calls: the layer's own error, unchanged.
@@ -131,6 +131,41 @@ impl Model {
     /// Answers a conversation (chat template applied) with the model's defaults.
     pub async fn chat(&self, messages: &[Message]) -> Result<Completion> {
         let request = CompletionRequest::new(Prompt::Chat(messages.to_vec()));
+        Ok(self.served.generate(request).await?)
+    }
+
+    /// Answers a conversation with JSON valid against `schema`, a JSON Schema: the answer
+    /// (`text`) is guaranteed to parse and to validate, unless it ran out of tokens
+    /// (`finish_reason` is then `length`). A schema feature that cannot be enforced is an
+    /// error naming it, before anything is generated.
+    ///
+    /// ```no_run
+    /// # async fn demo(model: spice_hf::Model) -> spice_hf::Result<()> {
+    /// use spice_hf::models::chat::Message;
+    /// let schema = serde_json::json!({"type": "object",
+    ///     "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    /// let answer = model.chat_json(&[Message::new("user", "Where is the Louvre?")], schema).await?;
+    /// let city: serde_json::Value = serde_json::from_str(&answer.text).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub async fn chat_json(
+        &self,
+        messages: &[Message],
+        schema: serde_json::Value,
+    ) -> Result<Completion> {
+        let request = CompletionRequest::new(Prompt::Chat(messages.to_vec()))
+            .with_constraint(Constraint::JsonSchema(schema));
+        Ok(self.served.generate(request).await?)
+    }
+
+    /// Answers a conversation that may call `tools`: the calls are in `tool_calls` (their
+    /// arguments valid against each function's parameters schema) and the finish reason is
+    /// `tool_calls`; with [`ToolChoice::Required`](crate::runtime::ToolChoice) or a named
+    /// function, a call is guaranteed. The templates that render tools themselves (Qwen2.5,
+    /// Llama 3.x) get them in their own syntax; any other model gets them in a system message
+    /// in the default format.
+    pub async fn chat_with_tools(&self, messages: &[Message], tools: Tools) -> Result<Completion> {
+        let request = CompletionRequest::new(Prompt::Chat(messages.to_vec())).with_tools(tools);
         Ok(self.served.generate(request).await?)
     }
 

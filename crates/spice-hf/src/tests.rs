@@ -60,6 +60,72 @@ async fn the_builder_pulls_loads_and_answers_then_works_offline() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_json_and_chat_with_tools_give_answers_that_validate() {
+    use crate::runtime::{FinishReason, Tool, ToolChoice, Tools};
+    use spice_hf_models::chat::Message;
+    let dir = tempfile::tempdir().unwrap();
+    // The default tool format's system message alone is 600 of the tiny byte-level
+    // tokenizer's tokens: the tiny model gets a longer context than its usual 256.
+    for (name, bytes) in spice_hf_testkit::fixtures::tiny_llama_files(6) {
+        let bytes = match name.as_str() {
+            "config.json" => String::from_utf8(bytes)
+                .unwrap()
+                .replace("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 1024")
+                .into_bytes(),
+            _ => bytes,
+        };
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let model = crate::Model::builder(dir.path().to_str().unwrap())
+        .backend(crate::backend::BackendKind::Cpu)
+        .context_length(1024)
+        .load()
+        .await
+        .unwrap();
+    let ask = [Message::new("user", "hello")];
+    // A random-weight model: only the constraint makes its answer JSON.
+    let schema = serde_json::json!({"type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+        "required": ["ok", "n"], "additionalProperties": false});
+    let answer = model.chat_json(&ask, schema).await.unwrap();
+    assert_eq!(answer.finish_reason, FinishReason::Stop);
+    let v: serde_json::Value = serde_json::from_str(&answer.text).unwrap();
+    assert!(
+        v["ok"].is_boolean() && [1, 2, 3].contains(&v["n"].as_i64().unwrap()),
+        "{v}"
+    );
+    let err = model
+        .chat_json(
+            &ask,
+            serde_json::json!({"type": "array", "uniqueItems": true}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("uniqueItems"), "{err}");
+
+    let tools = Tools {
+        tools: vec![Tool::new(
+            "pick",
+            Some("Picks a colour"),
+            Some(serde_json::json!({"type": "object",
+                "properties": {"colour": {"enum": ["red", "blue"]}},
+                "required": ["colour"], "additionalProperties": false})),
+        )],
+        choice: ToolChoice::Required,
+        parallel: false,
+    };
+    let answer = model.chat_with_tools(&ask, tools).await.unwrap();
+    assert_eq!(answer.finish_reason, FinishReason::ToolCalls, "{answer:?}");
+    assert_eq!(answer.tool_calls.len(), 1);
+    assert_eq!(answer.tool_calls[0].name, "pick");
+    let args: serde_json::Value = serde_json::from_str(&answer.tool_calls[0].arguments).unwrap();
+    assert!(
+        ["red", "blue"].contains(&args["colour"].as_str().unwrap()),
+        "{args}"
+    );
+}
+
 #[test]
 fn each_facade_feature_alone_enables_its_backend_and_no_other() {
     const BACKENDS: [&str; 4] = ["wgpu", "vulkan", "metal", "cuda"];

@@ -11,6 +11,7 @@ mod serve;
 mod sizing;
 mod slow_clients;
 mod status_page;
+mod structured;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -268,7 +268,7 @@ fn smollm2() -> Option<std::path::PathBuf> {
     fixtures::smollm2_gguf_or_skip()
 }
 
-async fn smollm2_server(home: &Path, extra: &[&str]) -> Option<Served> {
+pub(super) async fn smollm2_server(home: &Path, extra: &[&str]) -> Option<Served> {
     let gguf = smollm2()?;
     let mut cmd = spice("http://127.0.0.1:9", home);
     cmd.arg("serve")
