@@ -325,12 +325,14 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     for (name, value) in &rows {
         println!("{name:<28} {value:>10.1}");
     }
+    let constrained = constrained_decode(&spice, &gguf)?;
     let engines = engines_side_by_side(sh, &gguf)?;
     let gpu = tiny_on_each_backend(sh, &spice)?;
     let json = json!({
         "benchmark": "infer",
         "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         "runs": runs,
+        "constrained": constrained,
         "engines": engines,
         "tiny_cpu_vs_wgpu": gpu,
     });
@@ -340,6 +342,84 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     std::fs::write(json_out, serde_json::to_vec_pretty(&json)?)?;
     println!("written to {}", json_out.display());
     Ok(())
+}
+
+/// The JSON Schema of the constrained rows: a shopping list of exactly ten entries, long
+/// enough (about 200 tokens) that decode, not start-up, is what is timed.
+const LIST_SCHEMA: &str = r#"{"type": "object", "properties": {"items": {"type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "qty": {"type": "integer", "minimum": 0, "maximum": 999}}, "required": ["name", "qty"], "additionalProperties": false}}}, "required": ["items"], "additionalProperties": false}"#;
+
+/// Decode with and without a JSON-Schema constraint: the same chat prompt, the same token
+/// budget, interleaved rounds (free, constrained, free, ...), medians of five. The
+/// constrained answer ends where its JSON does; the free one runs to the budget.
+fn constrained_decode(spice: &Path, gguf: &Path) -> Result<serde_json::Value> {
+    let schema = std::env::temp_dir().join(format!("spice-hf-bench-{}.json", std::process::id()));
+    std::fs::write(&schema, LIST_SCHEMA)?;
+    let run = |constrained: bool| -> Result<serde_json::Value> {
+        let mut c = Command::new(spice);
+        c.arg("run").arg(gguf).args([
+            "--prompt",
+            "List ten things to buy at the market, with quantities, as JSON.",
+            "--max-tokens",
+            "256",
+            "--ignore-eos",
+            "--json",
+            "--context",
+            "512",
+            "--backend",
+            "cpu",
+        ]);
+        if constrained {
+            c.arg("--json-schema").arg(&schema);
+        }
+        let out = c
+            .env("SPICE_HF_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            bail!("spice-hf run failed");
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last: serde_json::Value =
+            serde_json::from_str(text.lines().last().context("no output")?)?;
+        if constrained {
+            let answer: serde_json::Value =
+                serde_json::from_str(last["text"].as_str().unwrap_or(""))
+                    .context("the constrained answer is not JSON")?;
+            anyhow::ensure!(
+                answer["items"].as_array().is_some_and(|a| a.len() == 10),
+                "the constrained answer does not follow the schema: {answer}"
+            );
+        }
+        Ok(last)
+    };
+    let (mut free, mut guided) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        free.push(run(false)?);
+        guided.push(run(true)?);
+    }
+    let decode = |runs: &[serde_json::Value]| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r["timings"]["decode_tokens_per_s"].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let _ = std::fs::remove_file(&schema);
+    let tokens = |runs: &[serde_json::Value]| runs[0]["usage"]["completion_tokens"].clone();
+    let (f, g) = (decode(&free), decode(&guided));
+    println!("\nconstrained decode (same chat prompt, median of 5, interleaved):");
+    println!("{:<28} {f:>10.1}", "free decode (tok/s)");
+    println!("{:<28} {g:>10.1}", "json-schema decode (tok/s)");
+    println!("{:<28} {:>10.3}", "constrained / free", g / f);
+    Ok(json!({
+        "free_decode_tokens_per_s": f,
+        "json_schema_decode_tokens_per_s": g,
+        "ratio": g / f,
+        "free_tokens": tokens(&free),
+        "json_schema_tokens": tokens(&guided),
+        "schema": serde_json::from_str::<serde_json::Value>(LIST_SCHEMA)?,
+    }))
 }
 
 /// Median of a field over rounds.

@@ -92,7 +92,8 @@ fn step(name: &str) {
 }
 
 /// Installs what the checks need and a fresh machine lacks: cargo-deny, the Python
-/// `huggingface_hub` client (`hf`, for the mirror interop test) and the SmolLM2 fixture.
+/// `huggingface_hub` client (`hf`, for the mirror interop test), the `openai` client with
+/// `jsonschema` (structured outputs against `serve`) and the SmolLM2 fixture.
 /// A Vulkan driver for the wgpu tests: Mesa's software one (lavapipe) from Debian when no
 /// Vulkan driver is installed. It is never chosen automatically (it is not a GPU); the tests
 /// force it.
@@ -169,10 +170,10 @@ fn ensure_tools(sh: &Shell) -> Result<()> {
     }
     cmd!(
         sh,
-        "python3 -m pip install --quiet --disable-pip-version-check huggingface_hub"
+        "python3 -m pip install --quiet --disable-pip-version-check huggingface_hub openai jsonschema"
     )
     .run()
-    .context("pip install huggingface_hub")?;
+    .context("pip install huggingface_hub openai jsonschema")?;
     let code = "import sysconfig; print(sysconfig.get_path('scripts'))";
     let scripts = cmd!(sh, "python3 -c {code}").read()?;
     let path = std::env::var("PATH").unwrap_or_default();

@@ -69,6 +69,20 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "the kernels build and test without Burn or any other layer",
     ),
     (
+        "spice-hf-grammar",
+        &[
+            "burn",
+            "tokio",
+            "reqwest",
+            "tokenizers",
+            "spice-hf-models",
+            "spice-hf-kernels",
+            "spice-hf-runtime",
+            "spice-hf-telemetry",
+        ],
+        "constrained decoding builds and tests without Burn, a tokenizer or any other layer",
+    ),
+    (
         "spice-hf-listen",
         &[
             "burn",
@@ -389,8 +403,13 @@ const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
     ),
     (
         "spice-hf-models",
-        &["burn"],
-        "models are built on the `Device` they are given",
+        &["burn", "serde_json"],
+        "models are built on the `Device` they are given; templates take tools as JSON",
+    ),
+    (
+        "spice-hf-grammar",
+        &["serde_json"],
+        "JSON Schemas and OpenAI function objects are JSON values; llguidance stays inside",
     ),
     (
         "spice-hf-kernels",
@@ -427,7 +446,11 @@ const PUBLIC_DEPS: &[(&str, &[&str], &str)] = &[
         &["axum", "tokio"],
         "serves an axum Router on a tokio TcpListener",
     ),
-    ("spice-hf", &[], "re-exports and the builder only"),
+    (
+        "spice-hf",
+        &["serde_json"],
+        "re-exports and the builder; `chat_json` takes a JSON Schema",
+    ),
 ];
 
 const OURS: &[&str] = &["std", "core", "alloc", "crate", "self", "super", "Self"];

@@ -90,6 +90,20 @@ impl Constraint {
     }
 }
 
+/// The engine's step error in words (its stop reasons are identifiers; without verbose
+/// errors it appends a marker, dropped here).
+fn step_error(e: impl std::fmt::Display) -> Error {
+    let text = e.to_string().replace("<non-verbose/>", "");
+    let text = text.trim();
+    Error::Step(if text.starts_with("NoExtension") {
+        "the constraint allows no token the model's vocabulary can produce here".into()
+    } else if text.contains("TooComplex") {
+        format!("the constraint needed more work for one token than allowed ({text})")
+    } else {
+        text.to_string()
+    })
+}
+
 /// One generation's constraint state.
 pub struct Guide {
     matcher: Matcher,
@@ -126,10 +140,7 @@ impl Guide {
     /// vocabulary included). End-of-sequence tokens are allowed only where the text is
     /// complete.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
-        let allowed = self
-            .matcher
-            .compute_mask()
-            .map_err(|e| Error::Step(e.to_string()))?;
+        let allowed = self.matcher.compute_mask().map_err(step_error)?;
         let words = allowed.as_slice();
         let mut any = false;
         for (i, l) in logits.iter_mut().enumerate() {
@@ -154,9 +165,7 @@ impl Guide {
             self.finished = true;
             return Ok(());
         }
-        self.matcher
-            .consume_token(token)
-            .map_err(|e| Error::Step(e.to_string()))?;
+        self.matcher.consume_token(token).map_err(step_error)?;
         if self.matcher.is_stopped() {
             self.finished = true;
         }

@@ -10,7 +10,7 @@ pub const REQUESTS: &str = "llm_requests";
 pub const FAILURES: &str = "llm_failures";
 /// Counter: requests whose answer runs under an output constraint (a response format or
 /// tool calls). Labels: [`MODEL`], [`CONSTRAINT`].
-pub const CONSTRAINED: &str = "llm_constrained_requests";
+pub const CONSTRAINED: &str = "llm_constrained_requests_total";
 /// Counter: finished requests. Labels: [`MODEL`], [`STREAM`], [`FINISH_REASON`].
 pub const FINISHED: &str = "llm_finished";
 /// Histogram (ms): arrival to last token. Labels: [`MODEL`], [`STREAM`].

@@ -71,7 +71,10 @@ async fn chat_json_and_chat_with_tools_give_answers_that_validate() {
         let bytes = match name.as_str() {
             "config.json" => String::from_utf8(bytes)
                 .unwrap()
-                .replace("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 1024")
+                .replace(
+                    "\"max_position_embeddings\": 256",
+                    "\"max_position_embeddings\": 1024",
+                )
                 .into_bytes(),
             _ => bytes,
         };

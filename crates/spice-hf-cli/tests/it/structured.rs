@@ -60,7 +60,7 @@ async fn structured_outputs_and_tool_calls_through_the_openai_client() {
     let count = |kind: &str| {
         metric_sum(
             &m,
-            &format!("llm_constrained_requests{{model=\"smol\",constraint=\"{kind}\"}}"),
+            &format!("llm_constrained_requests_total{{model=\"smol\",constraint=\"{kind}\"}}"),
         )
     };
     // 20 schema answers, the pydantic one, the refused one; 1 json_object; 3 x 2 x 2 forced

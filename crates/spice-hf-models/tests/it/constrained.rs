@@ -122,3 +122,37 @@ fn smollm2_answers_under_a_json_schema_always_parse_and_validate() {
         assert_eq!(v.as_object().unwrap().len(), 3);
     }
 }
+
+#[test]
+fn a_mask_that_allows_nothing_ends_the_generation_with_an_error() {
+    // A vocabulary without the byte the constraint needs first: the mask is empty at the first
+    // step, and the generation returns that error instead of sampling from nothing.
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_tiny_llama(dir.path(), 2).unwrap();
+    let tok = Tokenizer::from_dir(dir.path()).unwrap();
+    let files = spice_hf_models::loaded::ModelFiles::open(dir.path()).unwrap();
+    let loaded = files.load(64, &Compute::cpu(1)).unwrap();
+    let n = loaded.model.config().vocab;
+    let tokens: Vec<Token> = tok
+        .token_bytes(n)
+        .unwrap()
+        .into_iter()
+        .map(|t| match t {
+            Token::Bytes(b) if b.contains(&b'z') => Token::Unused,
+            other => other,
+        })
+        .collect();
+    let vocab = spice_hf_grammar::Vocabulary::new(tokens, &tok.eos).unwrap();
+    let mut guide = vocab.guide(&Constraint::Regex("z+".into())).unwrap();
+    let ids = tok.encode_prompt("hello").unwrap();
+    let err = generate_guided(
+        &loaded.model,
+        &tok,
+        &ids,
+        &GenerateParams::default(),
+        Some(&mut guide),
+        |_| Flow::Continue,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("allows no token"), "{err}");
+}
