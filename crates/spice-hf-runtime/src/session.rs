@@ -179,7 +179,14 @@ impl RequestTelemetry {
         metrics::histogram!(names::REQUEST_DURATION_MS, names::MODEL => model.clone(), names::STREAM => self.stream).record(c.duration_ms);
         let s = &self.span;
         if capture {
-            s.record("captured_output", c.text.as_str());
+            // The calls are part of the answer: kept after its text, as OpenAI's JSON.
+            let output = if c.tool_calls.is_empty() {
+                c.text.clone()
+            } else {
+                let calls = serde_json::to_string(&c.tool_calls).unwrap_or_default();
+                format!("{}{calls}", c.text)
+            };
+            s.record("captured_output", output.as_str());
         }
         s.record("prompt_tokens", c.prompt_tokens);
         s.record("completion_tokens", c.completion_tokens);
