@@ -207,7 +207,7 @@ async fn direct_one(
     let mut ttft = None;
     while let Some(event) = stream.next().await {
         match event {
-            Event::Text(_) => {
+            Event::Text(_) | Event::ToolCall(..) => {
                 ttft.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1000.0);
             }
             Event::Done(c) => {

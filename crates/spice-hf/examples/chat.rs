@@ -27,6 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 out.write_all(t.as_bytes())?;
                 out.flush()?;
             }
+            // No tools are offered here.
+            Event::ToolCall(..) => {}
             Event::Done(c) => {
                 println!(
                     "\n[{} prompt + {} generated tokens, {}, on {}]",

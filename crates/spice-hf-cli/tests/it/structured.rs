@@ -20,6 +20,7 @@ async fn client(served: &Served, model: &str, scope: &str) -> Value {
         "install Python 3 with `pip install openai jsonschema`",
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/structured.py");
+    #[allow(clippy::disallowed_methods)] // Reason: the test drives the real Python client.
     let mut cmd = std::process::Command::new("python3");
     cmd.arg(&script).args([served.base.as_str(), model, scope]);
     let out = tokio::task::spawn_blocking(move || cmd.output())

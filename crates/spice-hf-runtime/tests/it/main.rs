@@ -100,6 +100,7 @@ async fn generation_matches_the_model_layer_and_the_stream_adds_up() {
     while let Some(event) = stream.next().await {
         match event {
             Event::Text(t) => text.push_str(&t),
+            Event::ToolCall(..) => panic!("no tools were given"),
             Event::Done(c) => last = Some(c),
             Event::Error(e) => panic!("{e}"),
         }
@@ -581,6 +582,7 @@ async fn the_kv_cache_gauge_counts_the_positions_running_requests_hold() {
                     during = gauge(&handle.render(), "llm_kv_cache_usage_ratio", "smol");
                 }
             }
+            Event::ToolCall(..) => panic!("no tools were given"),
             Event::Done(c) => done = Some(c),
             Event::Error(e) => panic!("{e}"),
         }
