@@ -348,19 +348,21 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
 /// enough (about 200 tokens) that decode, not start-up, is what is timed.
 const LIST_SCHEMA: &str = r#"{"type": "object", "properties": {"items": {"type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "qty": {"type": "integer", "minimum": 0, "maximum": 999}}, "required": ["name", "qty"], "additionalProperties": false}}}, "required": ["items"], "additionalProperties": false}"#;
 
-/// Decode with and without a JSON-Schema constraint: the same chat prompt, the same token
-/// budget, interleaved rounds (free, constrained, free, ...), medians of five. The
-/// constrained answer ends where its JSON does; the free one runs to the budget.
+/// Decode with and without a JSON-Schema constraint: the same chat prompt, interleaved rounds
+/// (constrained, free, constrained, ...), medians of five. The constrained answer ends where
+/// its JSON does; the free one that follows generates as many tokens (so both decode over the
+/// same positions).
 fn constrained_decode(spice: &Path, gguf: &Path) -> Result<serde_json::Value> {
     let schema = std::env::temp_dir().join(format!("spice-hf-bench-{}.json", std::process::id()));
     std::fs::write(&schema, LIST_SCHEMA)?;
-    let run = |constrained: bool| -> Result<serde_json::Value> {
+    let run = |constrained: bool, tokens: u64| -> Result<serde_json::Value> {
         let mut c = Command::new(spice);
+        let tokens = tokens.to_string();
         c.arg("run").arg(gguf).args([
             "--prompt",
             "List ten things to buy at the market, with quantities, as JSON.",
             "--max-tokens",
-            "256",
+            &tokens,
             "--ignore-eos",
             "--json",
             "--context",
@@ -394,8 +396,10 @@ fn constrained_decode(spice: &Path, gguf: &Path) -> Result<serde_json::Value> {
     };
     let (mut free, mut guided) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        free.push(run(false)?);
-        guided.push(run(true)?);
+        let g = run(true, 256)?;
+        let n = g["usage"]["completion_tokens"].as_u64().unwrap_or(256);
+        guided.push(g);
+        free.push(run(false, n)?);
     }
     let decode = |runs: &[serde_json::Value]| {
         let mut v: Vec<f64> = runs
