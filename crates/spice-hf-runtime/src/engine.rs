@@ -274,7 +274,16 @@ impl Engine {
             (Prompt::Chat(messages), Some(tools), Some((template, _))) => {
                 let declared: Vec<serde_json::Value> =
                     tools.tools.iter().map(Tool::openai).collect();
-                self.chat_ids(messages, |m| template.render_with_tools(m, &declared, true))?
+                // The client's tool descriptions are text too: where a template prints them
+                // as they are, a control token's text in them stays plain characters.
+                let described: Vec<&str> = tools
+                    .tools
+                    .iter()
+                    .filter_map(|t| t.description.as_deref())
+                    .collect();
+                self.chat_ids(messages, &described, |m| {
+                    template.render_with_tools(m, &declared, true)
+                })?
             }
             (Prompt::Chat(messages), Some(tools), None) => self.prompt_ids_unguarded(
                 &Prompt::Chat(default_tool_format(messages, tools)),
@@ -325,11 +334,13 @@ impl Engine {
             })
     }
 
-    /// Renders `messages` with `render` and tokenizes the result, the messages' text encoded
-    /// as plain text (never control tokens).
+    /// Renders `messages` with `render` and tokenizes the result, the client's text (`before`,
+    /// which the template renders ahead of the messages, then the messages' text) encoded as
+    /// plain text (never control tokens).
     fn chat_ids(
         &self,
         messages: &[Message],
+        before: &[&str],
         render: impl FnOnce(&[Message]) -> spice_hf_models::Result<String>,
     ) -> Result<Vec<u32>> {
         if messages.is_empty() {
@@ -339,7 +350,11 @@ impl Engine {
             });
         }
         let rendered = render(messages)?;
-        let typed: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        let typed: Vec<&str> = before
+            .iter()
+            .copied()
+            .chain(messages.iter().map(|m| m.content.as_str()))
+            .collect();
         let ids = self
             .loaded
             .tokenizer
@@ -380,7 +395,7 @@ impl Engine {
                         message: "at least one message is required".into(),
                     });
                 }
-                return self.chat_ids(messages, |m| template.render(m, true));
+                return self.chat_ids(messages, &[], |m| template.render(m, true));
             }
         };
         self.check_length(ids, field)
