@@ -262,8 +262,8 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
     let prompt = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the green valley. ".repeat(6);
     let mut runs: Vec<serde_json::Value> = Vec::new();
     for _ in 0..3 {
-        let out = Command::new(&spice)
-            .arg("run")
+        let mut out = Command::new(&spice);
+        out.arg("run")
             .arg(&gguf)
             .args([
                 "--raw",
@@ -278,15 +278,8 @@ fn infer(sh: &Shell, json_out: &Path) -> Result<()> {
                 "--backend",
                 "cpu",
             ])
-            .env("SPICE_HF_LOG", "warn")
-            .stderr(Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            bail!("spice-hf run failed");
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let last = text.lines().last().context("no output")?;
-        runs.push(serde_json::from_str(last)?);
+            .env("SPICE_HF_LOG", "warn");
+        runs.push(run_json(&mut out)?);
     }
     let median = |f: &dyn Fn(&serde_json::Value) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
@@ -373,16 +366,8 @@ fn constrained_decode(spice: &Path, gguf: &Path) -> Result<serde_json::Value> {
         if constrained {
             c.arg("--json-schema").arg(&schema);
         }
-        let out = c
-            .env("SPICE_HF_LOG", "warn")
-            .stderr(Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            bail!("spice-hf run failed");
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let last: serde_json::Value =
-            serde_json::from_str(text.lines().last().context("no output")?)?;
+        c.env("SPICE_HF_LOG", "warn");
+        let last = run_json(&mut c)?;
         if constrained {
             let answer: serde_json::Value =
                 serde_json::from_str(last["text"].as_str().unwrap_or(""))
@@ -424,6 +409,18 @@ fn constrained_decode(spice: &Path, gguf: &Path) -> Result<serde_json::Value> {
         "json_schema_tokens": tokens(&guided),
         "schema": serde_json::from_str::<serde_json::Value>(LIST_SCHEMA)?,
     }))
+}
+
+/// Runs `spice-hf run ... --json` and returns its JSON line (the last one).
+fn run_json(c: &mut Command) -> Result<serde_json::Value> {
+    let out = c.stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("spice-hf run failed");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(
+        text.lines().last().context("no output")?,
+    )?)
 }
 
 /// Median of a field over rounds.
