@@ -19,7 +19,17 @@ pub enum Kv<'a> {
     F32(&'a [f32]),
 }
 
-impl Kv<'_> {
+impl<'a> Kv<'a> {
+    /// The rows from position `first` on, `stride` values per position (a sliding window's
+    /// view: [`attend`] then sees only those positions).
+    pub fn from_position(self, first: usize, stride: usize) -> Kv<'a> {
+        let at = first.saturating_mul(stride).min(self.len());
+        match self {
+            Self::F16(s) => Kv::F16(&s[at..]),
+            Self::F32(s) => Kv::F32(&s[at..]),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Self::F16(s) => s.len(),

@@ -1,5 +1,7 @@
-//! The shape of a Llama-family model, read from GGUF metadata or a Hugging Face `config.json`
-//! (a typed document: a field of the wrong type is an error naming it, never a default).
+//! The shape of a decoder of the Llama family and its relatives (Mistral, Qwen2, Qwen3), read
+//! from GGUF metadata or a Hugging Face `config.json` (a typed document: a field of the wrong
+//! type is an error naming it, never a default). An architecture we do not implement is refused
+//! by name, never guessed.
 
 use std::path::Path;
 
@@ -26,19 +28,41 @@ struct HfConfig {
     vocab_size: usize,
     #[serde(default = "rms_norm_eps")]
     rms_norm_eps: f64,
-    #[serde(default = "rope_theta")]
-    rope_theta: f64,
+    /// Older files (transformers 4); transformers 5 writes `rope_parameters.rope_theta`.
+    #[serde(default)]
+    rope_theta: Option<f64>,
     #[serde(default = "max_position_embeddings")]
     max_position_embeddings: usize,
     #[serde(default)]
     tie_word_embeddings: bool,
     #[serde(default)]
     rope_scaling: Option<HfRopeScaling>,
+    /// transformers 5's name for `rope_scaling`, which also holds `rope_theta`.
+    #[serde(default)]
+    rope_parameters: Option<HfRopeScaling>,
+    /// The MLP's activation: SiLU (SwiGLU) is the one these architectures use.
+    #[serde(default)]
+    hidden_act: Option<String>,
+    /// Qwen3, Mistral Nemo: heads wider or narrower than `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    head_dim: Option<usize>,
+    /// Llama, Mistral, Qwen3: biases on every attention projection.
+    #[serde(default)]
+    attention_bias: Option<bool>,
+    /// Mistral: how many past positions (itself included) a query sees; `null` for all.
+    #[serde(default)]
+    sliding_window: Option<usize>,
+    /// Qwen2/Qwen3: whether `sliding_window` applies at all (it does not in released models).
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
 }
 
 /// `rope_scaling` in a `config.json`.
 #[derive(Debug, Deserialize)]
 struct HfRopeScaling {
+    /// In `rope_parameters` only.
+    #[serde(default)]
+    rope_theta: Option<f64>,
     #[serde(default)]
     rope_type: Option<String>,
     /// The older name of `rope_type`.
@@ -78,9 +102,8 @@ fn llama() -> String {
 fn rms_norm_eps() -> f64 {
     1e-6
 }
-fn rope_theta() -> f64 {
-    10_000.0
-}
+/// transformers' default RoPE base for these architectures when a file names none.
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 fn max_position_embeddings() -> usize {
     2048
 }
@@ -98,9 +121,61 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: f64,
 }
 
-/// The shape of a Llama-family model.
+/// A decoder architecture spice-hf runs: the Llama layout and its relatives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Arch {
+    /// Llama 2/3, SmolLM, TinyLlama.
+    Llama,
+    /// The Llama layout with sliding-window attention (GGUF files call it `llama`).
+    Mistral,
+    /// Qwen2 / Qwen2.5: biases on the query, key and value projections.
+    Qwen2,
+    /// Qwen3: an RMSNorm over each query and key head before RoPE, no biases, and a head size
+    /// of its own.
+    Qwen3,
+}
+
+impl Arch {
+    /// Every architecture, for messages.
+    pub const ALL: [Self; 4] = [Self::Llama, Self::Mistral, Self::Qwen2, Self::Qwen3];
+
+    /// Its `model_type` in `config.json`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+
+    /// From a `config.json` `model_type` or a GGUF `general.architecture` (where Mistral is
+    /// `llama`); anything else is refused with the list of what is implemented.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "architecture {name:?} (spice-hf implements {})",
+                    Self::ALL.map(Self::name).join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of a decoder of the Llama family ([`Arch`] says which one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    /// Which architecture.
+    pub arch: Arch,
     /// Hidden size.
     pub hidden: usize,
     /// MLP size.
@@ -111,6 +186,14 @@ pub struct LlamaConfig {
     pub heads: usize,
     /// Key/value heads.
     pub kv_heads: usize,
+    /// Values per attention head (`hidden / heads` unless the model says otherwise).
+    pub head_dim: usize,
+    /// Whether the query, key and value projections add a bias (Qwen2).
+    pub qkv_bias: bool,
+    /// Whether each query and key head is RMS-normed before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// How many positions (itself included) a query attends to, when not all (Mistral).
+    pub sliding_window: Option<usize>,
     /// Vocabulary size.
     pub vocab: usize,
     /// RMSNorm epsilon.
@@ -165,19 +248,35 @@ fn read_rope_freqs(g: &GgufFile, t: &crate::gguf::TensorInfo) -> Result<Vec<f64>
 impl LlamaConfig {
     /// Per-head size.
     pub fn head_dim(&self) -> usize {
-        self.hidden / self.heads
+        self.head_dim
     }
 
-    /// Reads `llama.*` metadata.
+    /// Values of the query projection (`heads * head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Values of the key or value projection (`kv_heads * head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Reads the metadata of a GGUF whose `general.architecture` is `llama`, `qwen2` or
+    /// `qwen3` (llama.cpp writes Mistral as `llama`).
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch = g.str("general.architecture")?;
-        if arch != "llama" {
-            return Err(Error::Unsupported(format!(
-                "GGUF architecture {arch:?} (llama is supported)"
-            )));
-        }
-        let k = |s: &str| format!("llama.{s}");
+        let name = g.str("general.architecture")?;
+        let arch = match Arch::from_name(name)? {
+            Arch::Mistral => {
+                return Err(Error::Unsupported(
+                    "GGUF architecture \"mistral\" (llama.cpp writes Mistral models as \"llama\")"
+                        .into(),
+                ));
+            }
+            a => a,
+        };
+        let k = |s: &str| format!("{name}.{s}");
         let heads = g.u64(&k("attention.head_count"))? as usize;
+        let hidden = g.u64(&k("embedding_length"))? as usize;
         let vocab = match g.get(&k("vocab_size")).and_then(|v| v.as_u64()) {
             Some(v) => v as usize,
             None => g
@@ -191,8 +290,22 @@ impl LlamaConfig {
                     )
                 })?,
         };
+        let sliding_window = g
+            .get(&k("attention.sliding_window"))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
+        // A `llama` file with a sliding window is a Mistral.
+        let arch = match (arch, sliding_window) {
+            (Arch::Llama, Some(_)) => Arch::Mistral,
+            (a, _) => a,
+        };
+        let head_dim = match g.get(&k("attention.key_length")).and_then(|v| v.as_u64()) {
+            Some(d) => d as usize,
+            None => hidden / heads.max(1),
+        };
         Ok(Self {
-            hidden: g.u64(&k("embedding_length"))? as usize,
+            arch,
+            hidden,
             intermediate: g.u64(&k("feed_forward_length"))? as usize,
             layers: g.u64(&k("block_count"))? as usize,
             heads,
@@ -201,6 +314,10 @@ impl LlamaConfig {
                 .and_then(|v| v.as_u64())
                 .map(|v| v as usize)
                 .unwrap_or(heads),
+            head_dim,
+            qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
+            sliding_window,
             vocab,
             rms_eps: g.f64(&k("attention.layer_norm_rms_epsilon"))?,
             rope_theta: g
@@ -217,18 +334,39 @@ impl LlamaConfig {
         })
     }
 
-    /// Reads a Hugging Face `config.json` of the Llama family.
+    /// Reads a Hugging Face `config.json` whose `model_type` is `llama`, `mistral`, `qwen2` or
+    /// `qwen3`.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
         let bytes = read_capped(path, MAX_CONFIG_BYTES)?;
         let c: HfConfig = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        if c.model_type != "llama" {
+        let arch = Arch::from_name(&c.model_type)?;
+        // Options of these architectures the engines do not implement: refused, never ignored.
+        if c.attention_bias == Some(true) && arch != Arch::Qwen2 {
             return Err(Error::Unsupported(format!(
-                "model_type {:?} (llama is supported)",
-                c.model_type
+                "attention_bias: true on {arch} (biases on every attention projection)"
             )));
         }
-        let rope_scaling = match c.rope_scaling {
+        if c.use_sliding_window == Some(true) && matches!(arch, Arch::Qwen2 | Arch::Qwen3) {
+            return Err(Error::Unsupported(format!(
+                "use_sliding_window: true on {arch} (per-layer sliding windows)"
+            )));
+        }
+        if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(Error::Unsupported(format!(
+                "hidden_act {act:?} on {arch} (the MLP is SwiGLU: silu)"
+            )));
+        }
+        let rope_theta = c
+            .rope_theta
+            .or(c.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or(DEFAULT_ROPE_THETA);
+        // `rope_parameters` of type "default" carries only the base.
+        let scaling = c.rope_scaling.or(c.rope_parameters.filter(|p| {
+            p.rope_type.as_deref().or(p.kind.as_deref()) != Some("default")
+                && (p.rope_type.is_some() || p.kind.is_some())
+        }));
+        let rope_scaling = match scaling {
             None => None,
             Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
                 factor: s.factor.unwrap_or(8.0),
@@ -246,14 +384,25 @@ impl LlamaConfig {
             }
         };
         Ok(Self {
+            arch,
             hidden: c.hidden_size,
             intermediate: c.intermediate_size,
             layers: c.num_hidden_layers,
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+            head_dim: c
+                .head_dim
+                .unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
+            qkv_bias: arch == Arch::Qwen2,
+            qk_norm: arch == Arch::Qwen3,
+            sliding_window: if arch == Arch::Mistral {
+                c.sliding_window
+            } else {
+                None
+            },
             vocab: c.vocab_size,
             rms_eps: c.rms_norm_eps,
-            rope_theta: c.rope_theta,
+            rope_theta,
             max_positions: c.max_position_embeddings,
             tie_embeddings: c.tie_word_embeddings,
             rope_scaling,
@@ -265,16 +414,26 @@ impl LlamaConfig {
     pub fn validate(&self) -> Result<()> {
         let ok = self.heads > 0
             && self.kv_heads > 0
-            && self.hidden.is_multiple_of(self.heads)
+            && self.head_dim > 0
+            && self.hidden > 0
             && self.heads.is_multiple_of(self.kv_heads)
-            && self.head_dim().is_multiple_of(2)
+            && self.head_dim.is_multiple_of(2)
+            && self.heads.checked_mul(self.head_dim).is_some()
             && self.layers > 0
-            && self.vocab > 0;
+            && self.vocab > 0
+            && self.sliding_window != Some(0);
         if !ok {
             // The shape only: `rope_freq_factors` can hold 65,536 values from a hostile file.
             return Err(Error::Config(format!(
-                "incoherent model shape: hidden {}, intermediate {}, {} layers, {} heads, {} KV heads, vocabulary {}",
-                self.hidden, self.intermediate, self.layers, self.heads, self.kv_heads, self.vocab
+                "incoherent model shape: hidden {}, intermediate {}, {} layers, {} heads of {}, {} KV heads, vocabulary {}, sliding window {:?}",
+                self.hidden,
+                self.intermediate,
+                self.layers,
+                self.heads,
+                self.head_dim,
+                self.kv_heads,
+                self.vocab,
+                self.sliding_window
             )));
         }
         if let Some(f) = &self.rope_freq_factors

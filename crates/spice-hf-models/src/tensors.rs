@@ -69,6 +69,8 @@ pub(crate) fn hf_name(gguf: &str) -> Option<String> {
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
         "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
@@ -166,7 +168,13 @@ impl TensorSet {
         }
         Ok(Self {
             tensors,
-            rope_layout: RopeLayout::Interleaved,
+            // llama.cpp's converter permutes the Q/K rows of `llama` models only; the others
+            // (qwen2, qwen3) keep Hugging Face's rotate-half layout (its "NEOX" RoPE).
+            rope_layout: if g.str("general.architecture")? == "llama" {
+                RopeLayout::Interleaved
+            } else {
+                RopeLayout::RotateHalf
+            },
             source: g.path.clone(),
         })
     }

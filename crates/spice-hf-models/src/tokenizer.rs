@@ -121,9 +121,13 @@ impl Tokenizer {
             "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+            // Qwen2, Qwen2.5 and Qwen3: Llama 3's split, digits one at a time.
+            "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
             other => {
                 return Err(Error::Unsupported(format!(
-                    "GGUF pre-tokenizer {other:?} (supported: smollm, gpt2, llama-bpe)"
+                    "GGUF pre-tokenizer {other:?} (supported: smollm, gpt2, llama-bpe, qwen2)"
                 )));
             }
         };

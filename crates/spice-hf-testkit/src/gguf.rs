@@ -182,6 +182,8 @@ fn gguf_name(hf: &str) -> String {
         .replace("self_attn.k_proj", "attn_k")
         .replace("self_attn.v_proj", "attn_v")
         .replace("self_attn.o_proj", "attn_output")
+        .replace("self_attn.q_norm", "attn_q_norm")
+        .replace("self_attn.k_norm", "attn_k_norm")
         .replace("mlp.gate_proj", "ffn_gate")
         .replace("mlp.up_proj", "ffn_up")
         .replace("mlp.down_proj", "ffn_down");
@@ -283,4 +285,114 @@ pub fn write_tiny_llama_gguf(
     format: Format,
 ) -> std::io::Result<()> {
     std::fs::write(path, tiny_llama_gguf(seed, shape, format))
+}
+
+/// A Hugging Face model directory (`config.json` + `model.safetensors`, F32/F16/BF16) of the
+/// Llama family (llama, mistral, qwen2, qwen3) written as llama.cpp's converter writes it: the
+/// architecture's metadata (Mistral as `llama`, with its sliding window), 2-D weights in
+/// `format`, the rest F32, Q/K rows permuted for `llama` only, and the fixtures' byte-level
+/// tokenizer. Panics on anything else (a fixture helper).
+pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
+    use safetensors::SafeTensors;
+    use spice_hf_kernels::format::decode_row;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let n = |k: &str| cfg[k].as_u64().unwrap_or_else(|| panic!("config.json {k}")) as usize;
+    let model_type = cfg["model_type"].as_str().unwrap();
+    let arch = match model_type {
+        "llama" | "mistral" => "llama",
+        other => other,
+    };
+    let (hidden, heads) = (n("hidden_size"), n("num_attention_heads"));
+    let kv_heads = cfg["num_key_value_heads"]
+        .as_u64()
+        .map_or(heads, |v| v as usize);
+    let head_dim = cfg["head_dim"]
+        .as_u64()
+        .map_or(hidden / heads, |v| v as usize);
+    let theta = cfg["rope_theta"]
+        .as_f64()
+        .or(cfg["rope_parameters"]["rope_theta"].as_f64())
+        .unwrap_or(10_000.0);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let tensors: Vec<GgufTensor> = names
+        .iter()
+        .map(|name| {
+            let view = st.tensor(name).unwrap();
+            let stored = match view.dtype() {
+                safetensors::Dtype::F32 => Format::F32,
+                safetensors::Dtype::F16 => Format::F16,
+                safetensors::Dtype::BF16 => Format::BF16,
+                other => panic!("{name}: {other:?}"),
+            };
+            let dims = view.shape().to_vec();
+            let mut data = vec![0f32; dims.iter().product()];
+            decode_row(stored, view.data(), &mut data);
+            if arch == "llama" && name.ends_with("q_proj.weight") {
+                data = permute_rows(&data, dims[0], dims[1], heads);
+            } else if arch == "llama" && name.ends_with("k_proj.weight") {
+                data = permute_rows(&data, dims[0], dims[1], kv_heads);
+            }
+            let fmt = if dims.len() == 2 { format } else { Format::F32 };
+            let cols = *dims.last().unwrap_or(&1);
+            GgufTensor {
+                name: gguf_name(name),
+                data: quantize_matrix(fmt, &data, cols),
+                shape: dims,
+                format: fmt,
+            }
+        })
+        .collect();
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    let tokens: Vec<String> = specials
+        .iter()
+        .map(|s| s.to_string())
+        .chain(byte_to_unicode().into_iter().map(String::from))
+        .collect();
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| if i < 3 { 3 } else { 1 })
+        .collect();
+    let u = |v: usize| Meta::U32(v as u32);
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut meta: Vec<(String, Meta)> = vec![
+        ("general.architecture".into(), Meta::Str(arch.into())),
+        (
+            "general.name".into(),
+            Meta::Str(format!("tiny {model_type}")),
+        ),
+        (key("context_length"), u(n("max_position_embeddings"))),
+        (key("embedding_length"), u(hidden)),
+        (key("feed_forward_length"), u(n("intermediate_size"))),
+        (key("block_count"), u(n("num_hidden_layers"))),
+        (key("attention.head_count"), u(heads)),
+        (key("attention.head_count_kv"), u(kv_heads)),
+        (key("attention.key_length"), u(head_dim)),
+        (key("attention.value_length"), u(head_dim)),
+        (
+            key("attention.layer_norm_rms_epsilon"),
+            Meta::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+        ),
+        (key("rope.freq_base"), Meta::F32(theta as f32)),
+        (key("rope.dimension_count"), u(head_dim)),
+        (key("vocab_size"), u(n("vocab_size"))),
+        ("tokenizer.ggml.model".into(), Meta::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Meta::Str("gpt2".into())),
+        ("tokenizer.ggml.tokens".into(), Meta::Strs(tokens)),
+        ("tokenizer.ggml.token_type".into(), Meta::I32s(types)),
+        ("tokenizer.ggml.merges".into(), Meta::Strs(Vec::new())),
+        ("tokenizer.ggml.eos_token_id".into(), u(2)),
+        ("tokenizer.ggml.add_bos_token".into(), Meta::Bool(false)),
+        (
+            "tokenizer.chat_template".into(),
+            Meta::Str(CHATML_TEMPLATE.into()),
+        ),
+    ];
+    if let Some(w) = cfg["sliding_window"].as_u64() {
+        meta.push((key("attention.sliding_window"), u(w as usize)));
+    }
+    let meta: Vec<(&str, Meta)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    gguf_bytes(&meta, &tensors)
 }

@@ -1,7 +1,8 @@
 //! The Llama architecture as a Burn graph (GPU devices, and the f32 reference on the CPU), in
 //! parts that each load their tensors and run their step (attention, MLP, block):
-//! RMSNorm, rotate-half RoPE, grouped-query attention with a preallocated KV cache, SwiGLU
-//! MLP, tied or separate LM head. It runs on whatever [`Device`] it is given and never builds
+//! RMSNorm, rotate-half RoPE, grouped-query attention with a preallocated KV cache (Qwen2's
+//! Q/K/V biases, Qwen3's per-head Q/K norms, Mistral's sliding window), SwiGLU MLP, tied or
+//! separate LM head. It runs on whatever [`Device`] it is given and never builds
 //! one itself. The large matrices stay in f32 (the reference) or f16 (GPU devices: half the
 //! memory), and every product runs in f32.
 
@@ -157,15 +158,21 @@ impl Rope {
 }
 
 /// The causal mask of `s` new positions after `pos` cached ones, for the grouped queries (row
-/// `r` is query `r % s`); `None` for one position, which sees everything.
+/// `r` is query `r % s`): a query sees itself and the positions before it, the last
+/// `sliding_window` of them when the model has one. `None` when nothing is hidden (one
+/// position within the window).
 fn causal_mask(cfg: &LlamaConfig, pos: usize, s: usize, device: &Device) -> Option<Tensor<4>> {
     let rep = cfg.heads / cfg.kv_heads;
     let t = pos + s;
-    (s > 1).then(|| {
+    let window = cfg.sliding_window.unwrap_or(usize::MAX);
+    (s > 1 || t > window).then(|| {
         let mut m = vec![0f32; rep * s * t];
         for r in 0..rep * s {
-            for j in pos + r % s + 1..t {
-                m[r * t + j] = f32::NEG_INFINITY;
+            let at = pos + r % s;
+            for (j, v) in m[r * t..(r + 1) * t].iter_mut().enumerate() {
+                if j > at || at - j >= window {
+                    *v = f32::NEG_INFINITY;
+                }
             }
         }
         Tensor::<4>::from_data(TensorData::new(m, [1, 1, rep * s, t]), device)
@@ -187,17 +194,40 @@ struct Attention {
     wk: Tensor<2>,
     wv: Tensor<2>,
     wo: Tensor<2>,
+    /// Qwen2: biases of the query, key and value projections, each `[1, out]`.
+    bias: Option<[Tensor<2>; 3]>,
+    /// Qwen3: RMSNorm weights over each query and key head, each `[1, head_dim]`.
+    qk_norm: Option<[Tensor<2>; 2]>,
 }
 
 impl Attention {
     fn load(up: &mut Uploader<'_, '_>, p: &str, cfg: &LlamaConfig) -> Result<Self> {
         let (h, hd) = (cfg.hidden, cfg.head_dim());
-        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let bias = if cfg.qkv_bias {
+            Some([
+                up.vector(&format!("{p}.q_proj.bias"), qd)?,
+                up.vector(&format!("{p}.k_proj.bias"), kvd)?,
+                up.vector(&format!("{p}.v_proj.bias"), kvd)?,
+            ])
+        } else {
+            None
+        };
+        let qk_norm = if cfg.qk_norm {
+            Some([
+                up.vector(&format!("{p}.q_norm.weight"), hd)?,
+                up.vector(&format!("{p}.k_norm.weight"), hd)?,
+            ])
+        } else {
+            None
+        };
         Ok(Self {
             wq: up.linear(&format!("{p}.q_proj.weight"), qd, h)?,
             wk: up.linear(&format!("{p}.k_proj.weight"), kvd, h)?,
             wv: up.linear(&format!("{p}.v_proj.weight"), kvd, h)?,
             wo: up.linear(&format!("{p}.o_proj.weight"), h, qd)?,
+            bias,
+            qk_norm,
         })
     }
 
@@ -213,15 +243,21 @@ impl Attention {
         let [s, _] = h.dims();
         let (nh, kvh, hd) = (at.cfg.heads, at.cfg.kv_heads, at.cfg.head_dim());
         let (pos, t) = (at.pos, at.pos + s);
-        let heads = |w: &Tensor<2>, n: usize| {
-            mm(h.clone(), w)
-                .reshape([s, n, hd])
-                .swap_dims(0, 1)
-                .reshape([1, n, s, hd])
+        // Projection `i` (query, key, value) as `[1, n, S, hd]`: plus its bias, its heads
+        // normed where the model says so.
+        let heads = |i: usize, w: &Tensor<2>, n: usize| {
+            let mut x = mm(h.clone(), w);
+            if let Some(b) = &self.bias {
+                x = x.add(b[i].clone());
+            }
+            if let Some(norm) = self.qk_norm.as_ref().and_then(|n| n.get(i)) {
+                x = rms_norm(x.reshape([s * n, hd]), norm, at.cfg.rms_eps);
+            }
+            x.reshape([s, n, hd]).swap_dims(0, 1).reshape([1, n, s, hd])
         };
-        let q = at.rope.apply(heads(&self.wq, nh), pos);
-        let k = at.rope.apply(heads(&self.wk, kvh), pos);
-        let v = heads(&self.wv, kvh);
+        let q = at.rope.apply(heads(0, &self.wq, nh), pos);
+        let k = at.rope.apply(heads(1, &self.wk, kvh), pos);
+        let v = heads(2, &self.wv, kvh);
         let range = [0..1, 0..kvh, pos..t, 0..hd];
         // Owned, so the cache buffer is written in place rather than copied per token.
         k_cache.inplace(|c| c.slice_assign(range.clone(), k));

@@ -1,6 +1,8 @@
 //! The Llama family on the CPU with its weights left as the file stores them: every linear is
 //! a [`QMatrix`] over the memory mapping, multiplied by `spice-hf-kernels` on one thread pool;
-//! activations are f32; the KV cache is f16 and grows with the sequence.
+//! activations are f32; the KV cache is f16 and grows with the sequence. The relatives differ
+//! in the attention only: Qwen2's Q/K/V biases, Qwen3's per-head Q/K norms, Mistral's sliding
+//! window.
 //!
 //! One struct per part of the network, each with `load` (from a [`TensorSet`] and a name
 //! prefix) and `forward`.
@@ -93,23 +95,75 @@ pub(crate) fn inv_freqs(cfg: &LlamaConfig) -> Vec<f64> {
     inv
 }
 
+/// Adds `bias` to each row of `x`.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// RMSNorm of each head of `x` (`w.len()` values each) in place; `tmp` is scratch.
+fn norm_heads(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut Vec<f32>) {
+    for head in x.chunks_exact_mut(w.len()) {
+        tmp.clear();
+        tmp.extend_from_slice(head);
+        ops::rms_norm(tmp, w, eps, head);
+    }
+}
+
+/// Qwen2's biases on the query, key and value projections.
+struct QkvBias {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Qwen3's RMSNorm weights over each query and key head.
+struct QkNorm {
+    q: Vec<f32>,
+    k: Vec<f32>,
+}
+
 /// Self-attention: Q/K/V/O projections, RoPE, grouped-query attention over the f16 cache.
 struct Attention {
     wq: QMatrix,
     wk: QMatrix,
     wv: QMatrix,
     wo: QMatrix,
+    bias: Option<QkvBias>,
+    qk_norm: Option<QkNorm>,
 }
 
 impl Attention {
     fn load(t: &TensorSet, p: &str, cfg: &LlamaConfig) -> Result<Self> {
         let (h, hd) = (cfg.hidden, cfg.head_dim());
-        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let bias = cfg
+            .qkv_bias
+            .then(|| {
+                Ok::<_, Error>(QkvBias {
+                    q: t.vector(&format!("{p}.q_proj.bias"), qd)?,
+                    k: t.vector(&format!("{p}.k_proj.bias"), kvd)?,
+                    v: t.vector(&format!("{p}.v_proj.bias"), kvd)?,
+                })
+            })
+            .transpose()?;
+        let qk_norm = cfg
+            .qk_norm
+            .then(|| {
+                Ok::<_, Error>(QkNorm {
+                    q: t.vector(&format!("{p}.q_norm.weight"), hd)?,
+                    k: t.vector(&format!("{p}.k_norm.weight"), hd)?,
+                })
+            })
+            .transpose()?;
         Ok(Self {
             wq: t.matrix(&format!("{p}.q_proj.weight"), qd, h)?,
             wk: t.matrix(&format!("{p}.k_proj.weight"), kvd, h)?,
             wv: t.matrix(&format!("{p}.v_proj.weight"), kvd, h)?,
             wo: t.matrix(&format!("{p}.o_proj.weight"), h, qd)?,
+            bias,
+            qk_norm,
         })
     }
 
@@ -125,7 +179,7 @@ impl Attention {
     ) -> Result<()> {
         let cfg = &m.cfg;
         let (nh, kvh, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim());
-        let (qd, kvd) = (nh * hd, kvh * hd);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let pool = &m.pool;
         quantize(m, &sc.xn, cfg.hidden, &mut sc.xq)?;
         linear(
@@ -155,6 +209,16 @@ impl Attention {
             &mut sc.v[..s * kvd],
             s,
         )?;
+        if let Some(b) = &self.bias {
+            add_bias(&mut sc.q[..s * qd], &b.q);
+            add_bias(&mut sc.k[..s * kvd], &b.k);
+            add_bias(&mut sc.v[..s * kvd], &b.v);
+        }
+        if let Some(n) = &self.qk_norm {
+            let eps = cfg.rms_eps as f32;
+            norm_heads(&mut sc.q[..s * qd], &n.q, eps, &mut sc.scores);
+            norm_heads(&mut sc.k[..s * kvd], &n.k, eps, &mut sc.scores);
+        }
         let half = hd / 2;
         for i in 0..s {
             let (cos, sin) = (
@@ -177,16 +241,21 @@ impl Attention {
         let q = &sc.q[..s * qd];
         // One task per (position, key/value head): the `rep` query heads sharing that head are
         // scored together, into their slice of the output.
+        let window = cfg.sliding_window;
         let group_out = |idx: usize, out: &mut [f32], scores: &mut Vec<f32>| {
             let (i, g) = (idx / kvh, idx % kvh);
+            // Position `pos + i` sees itself and the positions before it, within the window.
+            let end = pos + i + 1;
+            let first = window.map_or(0, |w| end.saturating_sub(w));
             let group = Group {
                 stride: kvd,
                 offset: g * hd,
                 head_dim: hd,
-                seen: pos + i + 1,
+                seen: end - first,
             };
             let qg = &q[i * qd + g * rep * hd..][..rep * hd];
-            attention::attend(qg, kc, vc, group, scale, scores, out);
+            let (k, v) = (kc.from_position(first, kvd), vc.from_position(first, kvd));
+            attention::attend(qg, k, v, group, scale, scores, out);
         };
         let att = &mut sc.att[..s * qd];
         if s * nh * total < 1 << 14 || pool.threads() == 1 {
@@ -382,7 +451,7 @@ struct Scratch {
 impl Scratch {
     fn fit(&mut self, s: usize, cfg: &LlamaConfig) {
         let (h, hd) = (cfg.hidden, cfg.head_dim());
-        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let resize = |v: &mut Vec<f32>, n: usize| {
             if v.len() != n {
                 v.resize(n, 0.0);

@@ -42,7 +42,7 @@ fn zero_heads_is_an_error_not_a_division_by_zero() {
     write_sparse_gguf(&path, &llama_meta(0, Some(259)), &tensors).unwrap();
     let err = open_err(&path);
     assert!(
-        err.contains("incoherent model shape") && err.contains(", 0 heads,"),
+        err.contains("incoherent model shape") && err.contains(", 0 heads of "),
         "{err}"
     );
 }

@@ -23,7 +23,7 @@ pub(crate) fn cpu() -> burn::tensor::Device {
 
 /// Every backend this build has, each forced (so wgpu runs on Mesa's software Vulkan in CI).
 /// A compiled backend that cannot start fails the test rather than being left out.
-fn compiled_devices() -> Vec<(spice_hf_backend::BackendKind, burn::tensor::Device)> {
+pub(crate) fn compiled_devices() -> Vec<(spice_hf_backend::BackendKind, burn::tensor::Device)> {
     spice_hf_backend::BackendKind::ORDER
         .into_iter()
         .filter(|k| k.compiled())
@@ -38,7 +38,7 @@ fn compiled_devices() -> Vec<(spice_hf_backend::BackendKind, burn::tensor::Devic
 
 /// What an f16 KV cache may move the logits by, relative to their largest magnitude (measured:
 /// up to 3e-4 on the tiny models).
-const F16_KV_TOLERANCE: f64 = 2e-3;
+pub(crate) const F16_KV_TOLERANCE: f64 = 2e-3;
 
 /// The 8-bit activation path (opt-in): every linear's input rounded to 8 bits per block of 32.
 /// On the tiny model (random weights, every block's activations spread wide) the logits move

@@ -2,6 +2,7 @@
 //! reference/models.md (computed with Hugging Face `tokenizers` and numpy), and the tiny
 //! fixture's tokenizer.json.
 
+mod archs;
 mod constrained;
 mod formats;
 mod hostile;
