@@ -53,3 +53,14 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
+
+/// `gate = gelu_tanh(gate) * up`, GELU's tanh approximation (PyTorch's
+/// `gelu(approximate="tanh")`, Gemma's `gelu_pytorch_tanh`):
+/// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()) * u;
+    }
+}

@@ -1,4 +1,5 @@
-//! The shape of a decoder of the Llama family and its relatives (Mistral, Qwen2, Qwen3), read
+//! The shape of a decoder of the Llama family and its relatives (Mistral, Qwen2, Qwen3,
+//! Gemma 3), read
 //! from GGUF metadata or a Hugging Face `config.json` (a typed document: a field of the wrong
 //! type is an error naming it, never a default). An architecture we do not implement is refused
 //! by name, never guessed.
@@ -39,7 +40,7 @@ struct HfConfig {
     rope_scaling: Option<HfRopeScaling>,
     /// transformers 5's name for `rope_scaling`, which also holds `rope_theta`.
     #[serde(default)]
-    rope_parameters: Option<HfRopeScaling>,
+    rope_parameters: Option<serde_json::Value>,
     /// The MLP's activation: SiLU (SwiGLU) is the one these architectures use.
     #[serde(default)]
     hidden_act: Option<String>,
@@ -55,6 +56,34 @@ struct HfConfig {
     /// Qwen2/Qwen3: whether `sliding_window` applies at all (it does not in released models).
     #[serde(default)]
     use_sliding_window: Option<bool>,
+    /// Gemma 3: the MLP's activation (`hidden_act` in other families).
+    #[serde(default)]
+    hidden_activation: Option<String>,
+    /// Gemma 3: scores are `q·k / sqrt(query_pre_attn_scalar)`.
+    #[serde(default)]
+    query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3: `sliding_attention` or `full_attention` per layer.
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
+    /// Gemma 3 before `layer_types`: every n-th layer is global.
+    #[serde(default)]
+    sliding_window_pattern: Option<usize>,
+    /// Gemma 3 (transformers 4): the RoPE base of the sliding layers.
+    #[serde(default)]
+    rope_local_base_freq: Option<f64>,
+    /// Gemma: soft-capping of the final logits (Gemma 2; `null` in Gemma 3).
+    #[serde(default)]
+    final_logit_softcapping: Option<f64>,
+    /// Gemma: soft-capping of the attention scores (Gemma 2; `null` in Gemma 3).
+    #[serde(default)]
+    attn_logit_softcapping: Option<f64>,
+}
+
+/// Gemma 3's `rope_parameters` (transformers 5): one set per kind of layer.
+#[derive(Debug, Deserialize)]
+struct GemmaRopeParameters {
+    full_attention: HfRopeScaling,
+    sliding_attention: HfRopeScaling,
 }
 
 /// `rope_scaling` in a `config.json`.
@@ -134,11 +163,21 @@ pub enum Arch {
     /// Qwen3: an RMSNorm over each query and key head before RoPE, no biases, and a head size
     /// of its own.
     Qwen3,
+    /// Gemma 3 (text): RMSNorm weights offset by one, scaled embeddings, a GELU-tanh MLP,
+    /// norms after attention and MLP too, per-head Q/K norms, local (sliding-window) and global
+    /// layers with a RoPE base each, its own query scale.
+    Gemma3,
 }
 
 impl Arch {
     /// Every architecture, for messages.
-    pub const ALL: [Self; 4] = [Self::Llama, Self::Mistral, Self::Qwen2, Self::Qwen3];
+    pub const ALL: [Self; 5] = [
+        Self::Llama,
+        Self::Mistral,
+        Self::Qwen2,
+        Self::Qwen3,
+        Self::Gemma3,
+    ];
 
     /// Its `model_type` in `config.json`.
     pub const fn name(self) -> &'static str {
@@ -147,12 +186,19 @@ impl Arch {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3",
         }
     }
 
     /// From a `config.json` `model_type` or a GGUF `general.architecture` (where Mistral is
     /// `llama`); anything else is refused with the list of what is implemented.
     pub fn from_name(name: &str) -> Result<Self> {
+        // Gemma 3's text-only checkpoints (1B, 270M) say `gemma3_text`.
+        let name = if name == "gemma3_text" {
+            "gemma3"
+        } else {
+            name
+        };
         Self::ALL
             .into_iter()
             .find(|a| a.name() == name)
@@ -169,6 +215,23 @@ impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// What Gemma 3 adds to the Llama layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma {
+    /// Added to every RMSNorm weight as it is loaded: 1 for Hugging Face files, which store
+    /// `w - 1`; 0 for GGUF, where llama.cpp's converter has added it.
+    pub norm_offset: f32,
+    /// Scores are `q·k / sqrt(query_pre_attn_scalar)` (not the head size).
+    pub query_pre_attn_scalar: f64,
+    /// Per layer: whether it is local (attends within `sliding_window`, RoPE base
+    /// `rope_local_theta`) rather than global.
+    pub local_layers: Vec<bool>,
+    /// RoPE base of the local layers.
+    pub rope_local_theta: f64,
+    /// Linear RoPE scaling of the global layers (1 for none; 8 in Gemma 3 4B and larger).
+    pub rope_global_factor: f64,
 }
 
 /// The shape of a decoder of the Llama family ([`Arch`] says which one).
@@ -192,8 +255,11 @@ pub struct LlamaConfig {
     pub qkv_bias: bool,
     /// Whether each query and key head is RMS-normed before RoPE (Qwen3).
     pub qk_norm: bool,
-    /// How many positions (itself included) a query attends to, when not all (Mistral).
+    /// How many positions (itself included) a query attends to, when not all (Mistral; Gemma
+    /// 3's local layers).
     pub sliding_window: Option<usize>,
+    /// Gemma 3's additions (`None` for the others).
+    pub gemma: Option<Gemma>,
     /// Vocabulary size.
     pub vocab: usize,
     /// RMSNorm epsilon.
@@ -261,8 +327,39 @@ impl LlamaConfig {
         self.kv_heads * self.head_dim
     }
 
-    /// Reads the metadata of a GGUF whose `general.architecture` is `llama`, `qwen2` or
-    /// `qwen3` (llama.cpp writes Mistral as `llama`).
+    /// Whether `layer` is one of Gemma 3's local layers (its own RoPE base and the window).
+    pub fn is_local(&self, layer: usize) -> bool {
+        self.gemma
+            .as_ref()
+            .is_some_and(|g| g.local_layers.get(layer).copied().unwrap_or(false))
+    }
+
+    /// How many positions (itself included) a query of `layer` sees, when not all.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        match &self.gemma {
+            Some(_) => self.sliding_window.filter(|_| self.is_local(layer)),
+            None => self.sliding_window,
+        }
+    }
+
+    /// What attention scores are multiplied by.
+    pub fn attention_scale(&self) -> f64 {
+        match &self.gemma {
+            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+            None => 1.0 / (self.head_dim as f64).sqrt(),
+        }
+    }
+
+    /// Added to RMSNorm weights as they are loaded (Gemma's files store `w - 1`).
+    pub fn norm_offset(&self) -> f32 {
+        self.gemma.as_ref().map_or(0.0, |g| g.norm_offset)
+    }
+
+    /// Reads the metadata of a GGUF whose `general.architecture` is `llama`, `qwen2`, `qwen3`
+    /// or `gemma3` (llama.cpp writes Mistral as `llama`). For Gemma 3 it follows llama.cpp:
+    /// every sixth layer global unless `gemma3.attention.sliding_window_pattern` says
+    /// otherwise, local RoPE base 10,000, the query scale from the head size (from the
+    /// hidden size per head for the 62-layer 27B), norms already offset.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let name = g.str("general.architecture")?;
         let arch = match Arch::from_name(name)? {
@@ -303,11 +400,37 @@ impl LlamaConfig {
             Some(d) => d as usize,
             None => hidden / heads.max(1),
         };
+        let layers = g.u64(&k("block_count"))? as usize;
+        let gemma = (arch == Arch::Gemma3).then(|| {
+            let period = g
+                .get(&k("attention.sliding_window_pattern"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(6)
+                .max(1) as usize;
+            Gemma {
+                norm_offset: 0.0,
+                query_pre_attn_scalar: if layers == 62 {
+                    (hidden / heads.max(1)) as f64
+                } else {
+                    head_dim as f64
+                },
+                local_layers: (0..layers.min(MAX_LAYERS))
+                    .map(|l| (l + 1) % period != 0)
+                    .collect(),
+                rope_local_theta: 10_000.0,
+                rope_global_factor: g
+                    .get(&k("rope.scaling.factor"))
+                    .and_then(|v| v.as_f64())
+                    .filter(|f| *f > 0.0)
+                    .unwrap_or(1.0),
+            }
+        });
         Ok(Self {
             arch,
+            gemma,
             hidden,
             intermediate: g.u64(&k("feed_forward_length"))? as usize,
-            layers: g.u64(&k("block_count"))? as usize,
+            layers,
             heads,
             kv_heads: g
                 .get(&k("attention.head_count_kv"))
@@ -334,11 +457,11 @@ impl LlamaConfig {
         })
     }
 
-    /// Reads a Hugging Face `config.json` whose `model_type` is `llama`, `mistral`, `qwen2` or
-    /// `qwen3`.
+    /// Reads a Hugging Face `config.json` whose `model_type` is `llama`, `mistral`, `qwen2`,
+    /// `qwen3` or `gemma3_text`.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
         let bytes = read_capped(path, MAX_CONFIG_BYTES)?;
-        let c: HfConfig = serde_json::from_slice(&bytes)
+        let mut c: HfConfig = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let arch = Arch::from_name(&c.model_type)?;
         // Options of these architectures the engines do not implement: refused, never ignored.
@@ -352,20 +475,54 @@ impl LlamaConfig {
                 "use_sliding_window: true on {arch} (per-layer sliding windows)"
             )));
         }
-        if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
+        let gemma = arch == Arch::Gemma3;
+        let (act, expected) = if gemma {
+            (c.hidden_activation.as_deref(), "gelu_pytorch_tanh")
+        } else {
+            (c.hidden_act.as_deref(), "silu")
+        };
+        if let Some(act) = act.filter(|a| *a != expected) {
             return Err(Error::Unsupported(format!(
-                "hidden_act {act:?} on {arch} (the MLP is SwiGLU: silu)"
+                "hidden_act {act:?} on {arch} (its MLP is {expected})"
             )));
         }
+        if let Some(cap) = c.final_logit_softcapping.or(c.attn_logit_softcapping) {
+            return Err(Error::Unsupported(format!(
+                "logit soft-capping ({cap}) on {arch}"
+            )));
+        }
+        // Gemma 3 under transformers 5: `rope_parameters` per kind of layer.
+        let (rope_parameters, gemma_rope) = match c.rope_parameters.take() {
+            Some(v) if gemma && v.get("full_attention").is_some() => {
+                let per: GemmaRopeParameters = serde_json::from_value(v).map_err(|e| {
+                    Error::Config(format!("{}: rope_parameters: {e}", path.display()))
+                })?;
+                (Some(per.full_attention), Some(per.sliding_attention))
+            }
+            Some(v) => (
+                Some(serde_json::from_value::<HfRopeScaling>(v).map_err(|e| {
+                    Error::Config(format!("{}: rope_parameters: {e}", path.display()))
+                })?),
+                None,
+            ),
+            None => (None, None),
+        };
         let rope_theta = c
             .rope_theta
-            .or(c.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .or(rope_parameters.as_ref().and_then(|p| p.rope_theta))
             .unwrap_or(DEFAULT_ROPE_THETA);
         // `rope_parameters` of type "default" carries only the base.
-        let scaling = c.rope_scaling.or(c.rope_parameters.filter(|p| {
+        let scaling = c.rope_scaling.take().or(rope_parameters.filter(|p| {
             p.rope_type.as_deref().or(p.kind.as_deref()) != Some("default")
                 && (p.rope_type.is_some() || p.kind.is_some())
         }));
+        // Gemma 3's global layers: linear scaling (positions divided by the factor).
+        let (scaling, rope_global_factor) = match scaling {
+            Some(s) if gemma && s.rope_type.as_deref().or(s.kind.as_deref()) == Some("linear") => {
+                (None, s.factor.filter(|f| *f > 0.0).unwrap_or(1.0))
+            }
+            other => (other, 1.0),
+        };
         let rope_scaling = match scaling {
             None => None,
             Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
@@ -394,9 +551,14 @@ impl LlamaConfig {
                 .head_dim
                 .unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
             qkv_bias: arch == Arch::Qwen2,
-            qk_norm: arch == Arch::Qwen3,
-            sliding_window: if arch == Arch::Mistral {
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
+            sliding_window: if matches!(arch, Arch::Mistral | Arch::Gemma3) {
                 c.sliding_window
+            } else {
+                None
+            },
+            gemma: if gemma {
+                Some(gemma_config(&c, gemma_rope, rope_global_factor)?)
             } else {
                 None
             },
@@ -421,7 +583,12 @@ impl LlamaConfig {
             && self.heads.checked_mul(self.head_dim).is_some()
             && self.layers > 0
             && self.vocab > 0
-            && self.sliding_window != Some(0);
+            && self.sliding_window != Some(0)
+            && self.gemma.as_ref().is_none_or(|g| {
+                g.local_layers.len() == self.layers
+                    && g.query_pre_attn_scalar > 0.0
+                    && g.rope_local_theta > 0.0
+            });
         if !ok {
             // The shape only: `rope_freq_factors` can hold 65,536 values from a hostile file.
             return Err(Error::Config(format!(
@@ -448,4 +615,52 @@ impl LlamaConfig {
         }
         Ok(())
     }
+}
+
+/// Most layers a model may declare (the largest released decoders have about 130).
+const MAX_LAYERS: usize = 4096;
+
+/// Gemma 3's part of a `config.json`.
+fn gemma_config(
+    c: &HfConfig,
+    local_rope: Option<HfRopeScaling>,
+    rope_global_factor: f64,
+) -> Result<Gemma> {
+    let layers = c.num_hidden_layers.min(MAX_LAYERS);
+    let local_layers = match (&c.layer_types, c.sliding_window_pattern) {
+        (Some(types), _) => types
+            .iter()
+            .map(|t| match t.as_str() {
+                "sliding_attention" => Ok(true),
+                "full_attention" => Ok(false),
+                other => Err(Error::Unsupported(format!(
+                    "layer type {other:?} on gemma3 (sliding_attention and full_attention are)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (None, period) => {
+            let period = period.unwrap_or(6).max(1);
+            (0..layers).map(|l| (l + 1) % period != 0).collect()
+        }
+    };
+    if local_layers.len() != c.num_hidden_layers {
+        return Err(Error::Config(format!(
+            "layer_types names {} layers; the model has {}",
+            local_layers.len(),
+            c.num_hidden_layers
+        )));
+    }
+    Ok(Gemma {
+        norm_offset: 1.0,
+        query_pre_attn_scalar: c
+            .query_pre_attn_scalar
+            .filter(|q| *q > 0.0)
+            .unwrap_or(c.head_dim.unwrap_or(256) as f64),
+        local_layers,
+        rope_local_theta: local_rope
+            .and_then(|p| p.rope_theta)
+            .or(c.rope_local_base_freq)
+            .unwrap_or(10_000.0),
+        rope_global_factor,
+    })
 }

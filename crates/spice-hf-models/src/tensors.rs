@@ -48,8 +48,9 @@ impl TensorRef {
     }
 }
 
-/// GGUF name → Hugging Face name.
-pub(crate) fn hf_name(gguf: &str) -> Option<String> {
+/// GGUF name → Hugging Face name, for a file of `arch` (`general.architecture`): llama.cpp
+/// calls Gemma 3's pre-MLP norm `ffn_norm`, which is Llama's `post_attention_layernorm`.
+pub(crate) fn hf_name(gguf: &str, arch: &str) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -62,8 +63,12 @@ pub(crate) fn hf_name(gguf: &str) -> Option<String> {
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let (module, kind) = part.rsplit_once('.')?;
+    let gemma = arch == "gemma3";
     let hf = match module {
         "attn_norm" => "input_layernorm",
+        "ffn_norm" if gemma => "pre_feedforward_layernorm",
+        "post_attention_norm" if gemma => "post_attention_layernorm",
+        "post_ffw_norm" if gemma => "post_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
@@ -138,10 +143,11 @@ impl TensorSet {
     /// Maps a parsed GGUF file (its table was checked against the file's length when parsed).
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let owner = map(&g.path)?;
+        let arch = g.str("general.architecture")?;
         let mut tensors = HashMap::new();
         for t in &g.tensors {
             // Tensors the architecture does not use (e.g. `rope_freqs`) are skipped.
-            let Some(name) = hf_name(&t.name) else {
+            let Some(name) = hf_name(&t.name, arch) else {
                 continue;
             };
             let format = t.ggml_type.format().ok_or_else(|| {
@@ -169,8 +175,8 @@ impl TensorSet {
         Ok(Self {
             tensors,
             // llama.cpp's converter permutes the Q/K rows of `llama` models only; the others
-            // (qwen2, qwen3) keep Hugging Face's rotate-half layout (its "NEOX" RoPE).
-            rope_layout: if g.str("general.architecture")? == "llama" {
+            // (qwen2, qwen3, gemma3) keep Hugging Face's rotate-half layout (its "NEOX" RoPE).
+            rope_layout: if arch == "llama" {
                 RopeLayout::Interleaved
             } else {
                 RopeLayout::RotateHalf

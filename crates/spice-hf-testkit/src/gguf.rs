@@ -288,10 +288,13 @@ pub fn write_tiny_llama_gguf(
 }
 
 /// A Hugging Face model directory (`config.json` + `model.safetensors`, F32/F16/BF16) of the
-/// Llama family (llama, mistral, qwen2, qwen3) written as llama.cpp's converter writes it: the
-/// architecture's metadata (Mistral as `llama`, with its sliding window), 2-D weights in
-/// `format`, the rest F32, Q/K rows permuted for `llama` only, and the fixtures' byte-level
-/// tokenizer. Panics on anything else (a fixture helper).
+/// Llama family (llama, mistral, qwen2, qwen3, gemma3_text) written as llama.cpp's converter
+/// writes it: the architecture's metadata (Mistral as `llama`, with its sliding window; Gemma 3
+/// with its window and, where its layers are not llama.cpp's default of every sixth global,
+/// `gemma3.attention.sliding_window_pattern`), 2-D weights in `format`, the rest F32, Q/K rows
+/// permuted for `llama` only, Gemma's norm weights stored plus one (as llama.cpp stores them),
+/// Gemma's norm names, and the fixtures' byte-level tokenizer. Panics on anything else (a
+/// fixture helper).
 pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
     use safetensors::SafeTensors;
     use spice_hf_kernels::format::decode_row;
@@ -301,8 +304,10 @@ pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
     let model_type = cfg["model_type"].as_str().unwrap();
     let arch = match model_type {
         "llama" | "mistral" => "llama",
+        "gemma3_text" => "gemma3",
         other => other,
     };
+    let gemma = arch == "gemma3";
     let (hidden, heads) = (n("hidden_size"), n("num_attention_heads"));
     let kv_heads = cfg["num_key_value_heads"]
         .as_u64()
@@ -313,6 +318,7 @@ pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
     let theta = cfg["rope_theta"]
         .as_f64()
         .or(cfg["rope_parameters"]["rope_theta"].as_f64())
+        .or(cfg["rope_parameters"]["full_attention"]["rope_theta"].as_f64())
         .unwrap_or(10_000.0);
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -336,10 +342,20 @@ pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
             } else if arch == "llama" && name.ends_with("k_proj.weight") {
                 data = permute_rows(&data, dims[0], dims[1], kv_heads);
             }
+            if gemma && name.ends_with("norm.weight") {
+                data.iter_mut().for_each(|v| *v += 1.0);
+            }
             let fmt = if dims.len() == 2 { format } else { Format::F32 };
             let cols = *dims.last().unwrap_or(&1);
+            let hf = if gemma {
+                name.replace("post_attention_layernorm", "post_attention_norm")
+                    .replace("pre_feedforward_layernorm", "ffn_norm")
+                    .replace("post_feedforward_layernorm", "post_ffw_norm")
+            } else {
+                name.clone()
+            };
             GgufTensor {
-                name: gguf_name(name),
+                name: gguf_name(&hf),
                 data: quantize_matrix(fmt, &data, cols),
                 shape: dims,
                 format: fmt,
@@ -392,6 +408,14 @@ pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
     ];
     if let Some(w) = cfg["sliding_window"].as_u64() {
         meta.push((key("attention.sliding_window"), u(w as usize)));
+    }
+    if let Some(types) = cfg["layer_types"].as_array().filter(|_| gemma) {
+        // The period of the local/global pattern: the first global layer's position.
+        let period = types
+            .iter()
+            .position(|t| t == "full_attention")
+            .map_or(types.len(), |i| i + 1);
+        meta.push((key("attention.sliding_window_pattern"), u(period)));
     }
     let meta: Vec<(&str, Meta)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     gguf_bytes(&meta, &tensors)

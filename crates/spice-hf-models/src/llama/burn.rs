@@ -1,8 +1,9 @@
 //! The Llama architecture as a Burn graph (GPU devices, and the f32 reference on the CPU), in
 //! parts that each load their tensors and run their step (attention, MLP, block):
 //! RMSNorm, rotate-half RoPE, grouped-query attention with a preallocated KV cache (Qwen2's
-//! Q/K/V biases, Qwen3's per-head Q/K norms, Mistral's sliding window), SwiGLU MLP, tied or
-//! separate LM head. It runs on whatever [`Device`] it is given and never builds
+//! Q/K/V biases, Qwen3's and Gemma 3's per-head Q/K norms, Mistral's sliding window, Gemma 3's
+//! local and global layers), SwiGLU MLP (GELU-tanh for Gemma 3, with its output norms and
+//! scaled embeddings), tied or separate LM head. It runs on whatever [`Device`] it is given and never builds
 //! one itself. The large matrices stay in f32 (the reference) or f16 (GPU devices: half the
 //! memory), and every product runs in f32.
 
@@ -23,6 +24,8 @@ pub(crate) struct BurnLlama {
     norm: Tensor<2>,
     lm_head: Tensor<2>,
     rope: Rope,
+    /// Gemma 3's local layers' tables.
+    rope_local: Option<Rope>,
     device: Device,
 }
 
@@ -51,9 +54,17 @@ impl Uploader<'_, '_> {
         Ok(t)
     }
 
-    /// A norm weight `[n]`, as `[1, n]` in f32 (small, and multiplied element-wise).
+    /// A vector `[n]` (a bias), as `[1, n]` in f32 (small, and added element-wise).
     fn vector(&mut self, name: &str, n: usize) -> Result<Tensor<2>> {
-        let t = self.take(name, &[n])?;
+        self.norm(name, n, 0.0)
+    }
+
+    /// A norm weight `[n]` plus `offset` (Gemma's files store `w - 1`), as `[1, n]` in f32.
+    fn norm(&mut self, name: &str, n: usize, offset: f32) -> Result<Tensor<2>> {
+        let mut t = self.take(name, &[n])?;
+        if offset != 0.0 {
+            t.data.iter_mut().for_each(|v| *v += offset);
+        }
         Ok(Tensor::<2>::from_data(
             TensorData::new(t.data, [1, n]),
             self.device,
@@ -95,9 +106,10 @@ fn mm(x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
     x.matmul(w.clone().cast(FloatDType::F32))
 }
 
-/// RoPE tables `[positions, head_dim]` (cos and sin of `cat(freqs, freqs)`).
-fn rope_tables(cfg: &LlamaConfig, positions: usize) -> (Vec<f32>, Vec<f32>) {
-    let inv = super::inv_freqs(cfg);
+/// RoPE tables `[positions, head_dim]` (cos and sin of `cat(freqs, freqs)`), of the global
+/// layers or of Gemma 3's `local` ones.
+fn rope_tables(cfg: &LlamaConfig, positions: usize, local: bool) -> (Vec<f32>, Vec<f32>) {
+    let inv = super::inv_freqs(cfg, local);
     let hd = cfg.head_dim();
     let mut cos = Vec::with_capacity(positions * hd);
     let mut sin = Vec::with_capacity(positions * hd);
@@ -133,9 +145,9 @@ struct Rope {
 }
 
 impl Rope {
-    fn new(cfg: &LlamaConfig, positions: usize, device: &Device) -> Self {
+    fn new(cfg: &LlamaConfig, positions: usize, local: bool, device: &Device) -> Self {
         let hd = cfg.head_dim();
-        let (cos, sin) = rope_tables(cfg, positions);
+        let (cos, sin) = rope_tables(cfg, positions, local);
         Self {
             cos: Tensor::<2>::from_data(TensorData::new(cos, [positions, hd]), device),
             sin: Tensor::<2>::from_data(TensorData::new(sin, [positions, hd]), device),
@@ -158,13 +170,18 @@ impl Rope {
 }
 
 /// The causal mask of `s` new positions after `pos` cached ones, for the grouped queries (row
-/// `r` is query `r % s`): a query sees itself and the positions before it, the last
-/// `sliding_window` of them when the model has one. `None` when nothing is hidden (one
-/// position within the window).
-fn causal_mask(cfg: &LlamaConfig, pos: usize, s: usize, device: &Device) -> Option<Tensor<4>> {
+/// `r` is query `r % s`): a query sees itself and the positions before it, the last `window`
+/// of them when there is one. `None` when nothing is hidden (one position within the window).
+fn causal_mask(
+    cfg: &LlamaConfig,
+    pos: usize,
+    s: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Option<Tensor<4>> {
     let rep = cfg.heads / cfg.kv_heads;
     let t = pos + s;
-    let window = cfg.sliding_window.unwrap_or(usize::MAX);
+    let window = window.unwrap_or(usize::MAX);
     (s > 1 || t > window).then(|| {
         let mut m = vec![0f32; rep * s * t];
         for r in 0..rep * s {
@@ -185,6 +202,8 @@ struct At<'a> {
     pos: usize,
     mask: Option<&'a Tensor<4>>,
     rope: &'a Rope,
+    /// Gemma 3's local layers: their mask (the window) and RoPE tables.
+    local: Option<(Option<&'a Tensor<4>>, &'a Rope)>,
     cfg: &'a LlamaConfig,
 }
 
@@ -196,12 +215,14 @@ struct Attention {
     wo: Tensor<2>,
     /// Qwen2: biases of the query, key and value projections, each `[1, out]`.
     bias: Option<[Tensor<2>; 3]>,
-    /// Qwen3: RMSNorm weights over each query and key head, each `[1, head_dim]`.
+    /// Qwen3, Gemma 3: RMSNorm weights over each query and key head, each `[1, head_dim]`.
     qk_norm: Option<[Tensor<2>; 2]>,
+    /// Gemma 3's local layer.
+    local: bool,
 }
 
 impl Attention {
-    fn load(up: &mut Uploader<'_, '_>, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+    fn load(up: &mut Uploader<'_, '_>, p: &str, l: usize, cfg: &LlamaConfig) -> Result<Self> {
         let (h, hd) = (cfg.hidden, cfg.head_dim());
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let bias = if cfg.qkv_bias {
@@ -215,8 +236,8 @@ impl Attention {
         };
         let qk_norm = if cfg.qk_norm {
             Some([
-                up.vector(&format!("{p}.q_norm.weight"), hd)?,
-                up.vector(&format!("{p}.k_norm.weight"), hd)?,
+                up.norm(&format!("{p}.q_norm.weight"), hd, cfg.norm_offset())?,
+                up.norm(&format!("{p}.k_norm.weight"), hd, cfg.norm_offset())?,
             ])
         } else {
             None
@@ -228,6 +249,7 @@ impl Attention {
             wo: up.linear(&format!("{p}.o_proj.weight"), h, qd)?,
             bias,
             qk_norm,
+            local: cfg.is_local(l),
         })
     }
 
@@ -255,8 +277,12 @@ impl Attention {
             }
             x.reshape([s, n, hd]).swap_dims(0, 1).reshape([1, n, s, hd])
         };
-        let q = at.rope.apply(heads(0, &self.wq, nh), pos);
-        let k = at.rope.apply(heads(1, &self.wk, kvh), pos);
+        let (mask, rope) = match at.local {
+            Some(local) if self.local => local,
+            _ => (at.mask, at.rope),
+        };
+        let q = rope.apply(heads(0, &self.wq, nh), pos);
+        let k = rope.apply(heads(1, &self.wk, kvh), pos);
         let v = heads(2, &self.wv, kvh);
         let range = [0..1, 0..kvh, pos..t, 0..hd];
         // Owned, so the cache buffer is written in place rather than copied per token.
@@ -265,9 +291,9 @@ impl Attention {
         let k_all = k_cache.clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
         let v_all = v_cache.clone().slice([0..1, 0..kvh, 0..t, 0..hd]);
         let qg = q.reshape([1, kvh, (nh / kvh) * s, hd]);
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = at.cfg.attention_scale();
         let mut scores = qg.matmul(k_all.swap_dims(2, 3)).mul_scalar(scale);
-        if let Some(m) = at.mask {
+        if let Some(m) = mask {
             scores = scores.add(m.clone());
         }
         let attn = activation::softmax(scores, 3)
@@ -279,11 +305,12 @@ impl Attention {
     }
 }
 
-/// The SwiGLU MLP: `down(silu(gate(h)) * up(h))`.
+/// The gated MLP: `down(act(gate(h)) * up(h))`, SiLU (SwiGLU) or Gemma's GELU-tanh.
 struct Mlp {
     gate: Tensor<2>,
     up: Tensor<2>,
     down: Tensor<2>,
+    gelu: bool,
 }
 
 impl Mlp {
@@ -293,30 +320,79 @@ impl Mlp {
             gate: up.linear(&format!("{p}.gate_proj.weight"), i, h)?,
             up: up.linear(&format!("{p}.up_proj.weight"), i, h)?,
             down: up.linear(&format!("{p}.down_proj.weight"), h, i)?,
+            gelu: cfg.gemma.is_some(),
         })
     }
 
     fn forward(&self, h: Tensor<2>) -> Tensor<2> {
-        let gate = activation::silu(mm(h.clone(), &self.gate));
+        let gate = mm(h.clone(), &self.gate);
+        let gate = if self.gelu {
+            gelu_tanh(gate)
+        } else {
+            activation::silu(gate)
+        };
         mm(gate.mul(mm(h, &self.up)), &self.down)
     }
 }
 
-/// One decoder block: pre-norm attention and pre-norm MLP, each added to the residual.
+/// PyTorch's `gelu(approximate="tanh")`: `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
+fn gelu_tanh(x: Tensor<2>) -> Tensor<2> {
+    let inner = x
+        .clone()
+        .add(x.clone().powf_scalar(3.0).mul_scalar(0.044_715))
+        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+    x.mul(inner.tanh().add_scalar(1.0)).mul_scalar(0.5)
+}
+
+/// One decoder block: pre-norm attention and pre-norm MLP, each added to the residual (Gemma 3
+/// norms their outputs too, before the addition).
 struct Block {
     attn_norm: Tensor<2>,
     attn: Attention,
+    post_attn_norm: Option<Tensor<2>>,
     mlp_norm: Tensor<2>,
     mlp: Mlp,
+    post_mlp_norm: Option<Tensor<2>>,
 }
 
 impl Block {
-    fn load(up: &mut Uploader<'_, '_>, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+    fn load(up: &mut Uploader<'_, '_>, l: usize, cfg: &LlamaConfig) -> Result<Self> {
+        let p = format!("model.layers.{l}");
+        let offset = cfg.norm_offset();
+        let norm = |up: &mut Uploader<'_, '_>, name: &str| {
+            up.norm(&format!("{p}.{name}.weight"), cfg.hidden, offset)
+        };
+        // Gemma's `post_attention_layernorm` norms the attention's output; Llama's is the MLP's
+        // input norm.
+        let sandwich = cfg.gemma.is_some();
+        let attn_norm = norm(up, "input_layernorm")?;
+        let attn = Attention::load(up, &format!("{p}.self_attn"), l, cfg)?;
+        let post_attn_norm = if sandwich {
+            Some(norm(up, "post_attention_layernorm")?)
+        } else {
+            None
+        };
+        let mlp_norm = norm(
+            up,
+            if sandwich {
+                "pre_feedforward_layernorm"
+            } else {
+                "post_attention_layernorm"
+            },
+        )?;
+        let mlp = Mlp::load(up, &format!("{p}.mlp"), cfg)?;
+        let post_mlp_norm = if sandwich {
+            Some(norm(up, "post_feedforward_layernorm")?)
+        } else {
+            None
+        };
         Ok(Self {
-            attn_norm: up.vector(&format!("{p}.input_layernorm.weight"), cfg.hidden)?,
-            attn: Attention::load(up, &format!("{p}.self_attn"), cfg)?,
-            mlp_norm: up.vector(&format!("{p}.post_attention_layernorm.weight"), cfg.hidden)?,
-            mlp: Mlp::load(up, &format!("{p}.mlp"), cfg)?,
+            attn_norm,
+            attn,
+            post_attn_norm,
+            mlp_norm,
+            mlp,
+            post_mlp_norm,
         })
     }
 
@@ -328,10 +404,17 @@ impl Block {
         at: &At<'_>,
     ) -> Tensor<2> {
         let eps = at.cfg.rms_eps;
+        let out = |y: Tensor<2>, norm: &Option<Tensor<2>>| match norm {
+            Some(w) => rms_norm(y, w, eps),
+            None => y,
+        };
         let h = rms_norm(x.clone(), &self.attn_norm, eps);
-        let x = x.add(self.attn.forward(h, k_cache, v_cache, at));
+        let x = x.add(out(
+            self.attn.forward(h, k_cache, v_cache, at),
+            &self.post_attn_norm,
+        ));
         let h = rms_norm(x.clone(), &self.mlp_norm, eps);
-        x.add(self.mlp.forward(h))
+        x.add(out(self.mlp.forward(h), &self.post_mlp_norm))
     }
 }
 
@@ -361,11 +444,15 @@ impl BurnLlama {
         };
         let embed = up.matrix(embed_host.data, [v, h]);
         let blocks = (0..cfg.layers)
-            .map(|l| Block::load(&mut up, &format!("model.layers.{l}"), &cfg))
+            .map(|l| Block::load(&mut up, l, &cfg))
             .collect::<Result<Vec<_>>>()?;
-        let norm = up.vector("model.norm.weight", h)?;
+        let norm = up.norm("model.norm.weight", h, cfg.norm_offset())?;
         let positions = max_context.clamp(1, cfg.max_positions.max(1));
-        let rope = Rope::new(&cfg, positions, device);
+        let rope = Rope::new(&cfg, positions, false, device);
+        let rope_local = cfg
+            .gemma
+            .is_some()
+            .then(|| Rope::new(&cfg, positions, true, device));
         Ok(Self {
             cfg,
             embed,
@@ -373,6 +460,7 @@ impl BurnLlama {
             norm,
             lm_head,
             rope,
+            rope_local,
             device: device.clone(),
         })
     }
@@ -412,11 +500,25 @@ impl BurnLlama {
             &self.device,
         );
         let mut x = self.embed.clone().select(0, idx).cast(FloatDType::F32);
-        let mask = causal_mask(&self.cfg, pos, s, &self.device);
+        if self.cfg.gemma.is_some() {
+            x = x.mul_scalar((self.cfg.hidden as f64).sqrt());
+        }
+        // Gemma 3: global layers see everything, local ones the window; the others have one
+        // kind of layer, whose window (if any) is the model's.
+        let (global_window, local_window) = match &self.cfg.gemma {
+            Some(_) => (None, self.cfg.sliding_window),
+            None => (self.cfg.sliding_window, None),
+        };
+        let mask = causal_mask(&self.cfg, pos, s, global_window, &self.device);
+        let mask_local = causal_mask(&self.cfg, pos, s, local_window, &self.device);
         let at = At {
             pos,
             mask: mask.as_ref(),
             rope: &self.rope,
+            local: self
+                .rope_local
+                .as_ref()
+                .map(|rope| (mask_local.as_ref(), rope)),
             cfg: &self.cfg,
         };
         for (block, (k, v)) in self.blocks.iter().zip(cache.k.iter_mut().zip(&mut cache.v)) {

@@ -1,8 +1,9 @@
 //! The Llama family on the CPU with its weights left as the file stores them: every linear is
 //! a [`QMatrix`] over the memory mapping, multiplied by `spice-hf-kernels` on one thread pool;
 //! activations are f32; the KV cache is f16 and grows with the sequence. The relatives differ
-//! in the attention only: Qwen2's Q/K/V biases, Qwen3's per-head Q/K norms, Mistral's sliding
-//! window.
+//! in the attention (Qwen2's Q/K/V biases, Qwen3's and Gemma 3's per-head Q/K norms, Mistral's
+//! sliding window, Gemma 3's local and global layers with a RoPE base each) and, for Gemma 3,
+//! in the block (norms after attention and MLP, a GELU-tanh MLP, scaled embeddings).
 //!
 //! One struct per part of the network, each with `load` (from a [`TensorSet`] and a name
 //! prefix) and `forward`.
@@ -63,12 +64,26 @@ fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// The rotary embedding's inverse frequencies (with Llama 3 scaling when configured).
-pub(crate) fn inv_freqs(cfg: &LlamaConfig) -> Vec<f64> {
+/// The rotary embedding's inverse frequencies (with Llama 3 scaling when configured) of the
+/// global layers, or of Gemma 3's `local` ones (their own base, no scaling).
+pub(crate) fn inv_freqs(cfg: &LlamaConfig, local: bool) -> Vec<f64> {
     let hd = cfg.head_dim();
-    let mut inv: Vec<f64> = (0..hd / 2)
-        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
-        .collect();
+    let base = |theta: f64| -> Vec<f64> {
+        (0..hd / 2)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / hd as f64))
+            .collect()
+    };
+    if let Some(g) = &cfg.gemma {
+        return if local {
+            base(g.rope_local_theta)
+        } else {
+            base(cfg.rope_theta)
+                .into_iter()
+                .map(|f| f / g.rope_global_factor)
+                .collect()
+        };
+    }
+    let mut inv = base(cfg.rope_theta);
     if let Some(s) = cfg.rope_scaling {
         let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
         let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
@@ -118,7 +133,7 @@ struct QkvBias {
     v: Vec<f32>,
 }
 
-/// Qwen3's RMSNorm weights over each query and key head.
+/// Qwen3's and Gemma 3's RMSNorm weights over each query and key head.
 struct QkNorm {
     q: Vec<f32>,
     k: Vec<f32>,
@@ -132,10 +147,24 @@ struct Attention {
     wo: QMatrix,
     bias: Option<QkvBias>,
     qk_norm: Option<QkNorm>,
+    /// Gemma 3's local layer: the local RoPE tables.
+    local: bool,
+    /// Positions a query sees, when not all.
+    window: Option<usize>,
+}
+
+/// A norm's weight `[len]`, plus the configuration's offset (Gemma's files store `w - 1`).
+fn norm_weight(t: &TensorSet, name: &str, len: usize, cfg: &LlamaConfig) -> Result<Vec<f32>> {
+    let mut w = t.vector(name, len)?;
+    let offset = cfg.norm_offset();
+    if offset != 0.0 {
+        w.iter_mut().for_each(|v| *v += offset);
+    }
+    Ok(w)
 }
 
 impl Attention {
-    fn load(t: &TensorSet, p: &str, cfg: &LlamaConfig) -> Result<Self> {
+    fn load(t: &TensorSet, p: &str, l: usize, cfg: &LlamaConfig) -> Result<Self> {
         let (h, hd) = (cfg.hidden, cfg.head_dim());
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let bias = cfg
@@ -152,8 +181,8 @@ impl Attention {
             .qk_norm
             .then(|| {
                 Ok::<_, Error>(QkNorm {
-                    q: t.vector(&format!("{p}.q_norm.weight"), hd)?,
-                    k: t.vector(&format!("{p}.k_norm.weight"), hd)?,
+                    q: norm_weight(t, &format!("{p}.q_norm.weight"), hd, cfg)?,
+                    k: norm_weight(t, &format!("{p}.k_norm.weight"), hd, cfg)?,
                 })
             })
             .transpose()?;
@@ -164,6 +193,8 @@ impl Attention {
             wo: t.matrix(&format!("{p}.o_proj.weight"), h, qd)?,
             bias,
             qk_norm,
+            local: cfg.is_local(l),
+            window: cfg.window(l),
         })
     }
 
@@ -220,10 +251,15 @@ impl Attention {
             norm_heads(&mut sc.k[..s * kvd], &n.k, eps, &mut sc.scores);
         }
         let half = hd / 2;
+        let (cos, sin) = if self.local {
+            (&sc.cos_local, &sc.sin_local)
+        } else {
+            (&sc.cos, &sc.sin)
+        };
         for i in 0..s {
             let (cos, sin) = (
-                &sc.cos[i * half..(i + 1) * half],
-                &sc.sin[i * half..(i + 1) * half],
+                &cos[i * half..(i + 1) * half],
+                &sin[i * half..(i + 1) * half],
             );
             for head in sc.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
                 ops::rope(m.layout, head, cos, sin);
@@ -235,13 +271,13 @@ impl Attention {
         layer.k.push(&sc.k[..s * kvd]);
         layer.v.push(&sc.v[..s * kvd]);
         let total = pos + s;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = cfg.attention_scale() as f32;
         let rep = nh / kvh;
         let (kc, vc) = (layer.k.rows(), layer.v.rows());
         let q = &sc.q[..s * qd];
         // One task per (position, key/value head): the `rep` query heads sharing that head are
         // scored together, into their slice of the output.
-        let window = cfg.sliding_window;
+        let window = self.window;
         let group_out = |idx: usize, out: &mut [f32], scores: &mut Vec<f32>| {
             let (i, g) = (idx / kvh, idx % kvh);
             // Position `pos + i` sees itself and the positions before it, within the window.
@@ -316,7 +352,11 @@ impl Mlp {
             s,
         )?;
         linear(m, &self.up, "up_proj", &sc.xn, &sc.xq, &mut sc.up[..n], s)?;
-        ops::silu_mul(&mut sc.gate[..n], &sc.up[..n]);
+        if cfg.gemma.is_some() {
+            ops::gelu_tanh_mul(&mut sc.gate[..n], &sc.up[..n]);
+        } else {
+            ops::silu_mul(&mut sc.gate[..n], &sc.up[..n]);
+        }
         let g = &sc.gate[..n];
         quantize(m, g, cfg.intermediate, &mut sc.xq)?;
         linear(
@@ -331,22 +371,39 @@ impl Mlp {
     }
 }
 
-/// One decoder layer: pre-norm attention and pre-norm MLP, each added to the residual.
+/// One decoder layer: pre-norm attention and pre-norm MLP, each added to the residual (Gemma 3
+/// norms their outputs too, before the addition).
 struct Block {
     attn_norm: Vec<f32>,
     attn: Attention,
+    post_attn_norm: Option<Vec<f32>>,
     mlp_norm: Vec<f32>,
     mlp: Mlp,
+    post_mlp_norm: Option<Vec<f32>>,
 }
 
 impl Block {
     fn load(t: &TensorSet, l: usize, cfg: &LlamaConfig) -> Result<Self> {
         let p = format!("model.layers.{l}");
+        let norm = |name: &str| norm_weight(t, &format!("{p}.{name}.weight"), cfg.hidden, cfg);
+        // Gemma's `post_attention_layernorm` norms the attention's output; Llama's is the MLP's
+        // input norm.
+        let sandwich = cfg.gemma.is_some();
         Ok(Self {
-            attn_norm: t.vector(&format!("{p}.input_layernorm.weight"), cfg.hidden)?,
-            attn: Attention::load(t, &format!("{p}.self_attn"), cfg)?,
-            mlp_norm: t.vector(&format!("{p}.post_attention_layernorm.weight"), cfg.hidden)?,
+            attn_norm: norm("input_layernorm")?,
+            attn: Attention::load(t, &format!("{p}.self_attn"), l, cfg)?,
+            post_attn_norm: sandwich
+                .then(|| norm("post_attention_layernorm"))
+                .transpose()?,
+            mlp_norm: norm(if sandwich {
+                "pre_feedforward_layernorm"
+            } else {
+                "post_attention_layernorm"
+            })?,
             mlp: Mlp::load(t, &format!("{p}.mlp"), cfg)?,
+            post_mlp_norm: sandwich
+                .then(|| norm("post_feedforward_layernorm"))
+                .transpose()?,
         })
     }
 
@@ -362,17 +419,23 @@ impl Block {
         let eps = m.cfg.rms_eps as f32;
         norm_rows(&sc.x[..n], &self.attn_norm, eps, &mut sc.xn[..n]);
         self.attn.forward(m, layer, sc, s, pos)?;
-        sc.x[..n]
-            .iter_mut()
-            .zip(&sc.proj[..n])
-            .for_each(|(x, p)| *x += p);
+        Self::add_output(sc, self.post_attn_norm.as_deref(), n, eps);
         norm_rows(&sc.x[..n], &self.mlp_norm, eps, &mut sc.xn[..n]);
         self.mlp.forward(m, sc, s)?;
-        sc.x[..n]
-            .iter_mut()
-            .zip(&sc.proj[..n])
-            .for_each(|(x, p)| *x += p);
+        Self::add_output(sc, self.post_mlp_norm.as_deref(), n, eps);
         Ok(())
+    }
+
+    /// `x += proj`, normed first when the block norms its outputs (Gemma 3; `xn` is free then).
+    fn add_output(sc: &mut Scratch, norm: Option<&[f32]>, n: usize, eps: f32) {
+        let out = match norm {
+            Some(w) => {
+                norm_rows(&sc.proj[..n], w, eps, &mut sc.xn[..n]);
+                &sc.xn[..n]
+            }
+            None => &sc.proj[..n],
+        };
+        sc.x[..n].iter_mut().zip(out).for_each(|(x, p)| *x += p);
     }
 }
 
@@ -445,6 +508,9 @@ struct Scratch {
     xq: Q8Acts,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// Gemma 3's local layers' tables (empty for the others).
+    cos_local: Vec<f32>,
+    sin_local: Vec<f32>,
     logits: Vec<f32>,
 }
 
@@ -471,6 +537,10 @@ impl Scratch {
         }
         resize(&mut self.cos, s * hd / 2);
         resize(&mut self.sin, s * hd / 2);
+        if cfg.gemma.is_some() {
+            resize(&mut self.cos_local, s * hd / 2);
+            resize(&mut self.sin_local, s * hd / 2);
+        }
     }
 }
 
@@ -495,6 +565,10 @@ pub(crate) struct Packed {
     norm: Vec<f32>,
     lm_head: QMatrix,
     inv_freq: Vec<f64>,
+    /// Gemma 3's local layers' frequencies.
+    inv_freq_local: Option<Vec<f64>>,
+    /// Gemma 3 multiplies the embeddings by `sqrt(hidden)`.
+    embed_scale: Option<f32>,
     layout: RopeLayout,
     pool: Arc<Pool>,
     kv: KvDtype,
@@ -521,8 +595,10 @@ impl Packed {
             .map(|l| Block::load(t, l, &cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            norm: t.vector("model.norm.weight", h)?,
-            inv_freq: inv_freqs(&cfg),
+            norm: norm_weight(t, "model.norm.weight", h, &cfg)?,
+            inv_freq: inv_freqs(&cfg, false),
+            inv_freq_local: cfg.gemma.is_some().then(|| inv_freqs(&cfg, true)),
+            embed_scale: cfg.gemma.is_some().then(|| (h as f32).sqrt()),
             layout: t.rope_layout,
             embed,
             blocks,
@@ -589,10 +665,10 @@ impl Packed {
 
     /// Cosines and sines of positions `pos..pos + s`, once per forward pass (every layer uses
     /// them), `[s, head_dim / 2]`.
-    fn rope_angles(&self, pos: usize, s: usize, cos: &mut [f32], sin: &mut [f32]) {
-        let half = self.inv_freq.len();
+    fn rope_angles(inv_freq: &[f64], pos: usize, s: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let half = inv_freq.len();
         for i in 0..s {
-            for (k, f) in self.inv_freq.iter().enumerate() {
+            for (k, f) in inv_freq.iter().enumerate() {
                 let a = (pos + i) as f64 * f;
                 cos[i * half + k] = a.cos() as f32;
                 sin[i * half + k] = a.sin() as f32;
@@ -635,10 +711,16 @@ impl Packed {
         let (s, h) = (ids.len(), cfg.hidden);
         let sc = &mut cache.scratch;
         sc.fit(s, cfg);
-        self.rope_angles(pos, s, &mut sc.cos, &mut sc.sin);
+        Self::rope_angles(&self.inv_freq, pos, s, &mut sc.cos, &mut sc.sin);
+        if let Some(local) = &self.inv_freq_local {
+            Self::rope_angles(local, pos, s, &mut sc.cos_local, &mut sc.sin_local);
+        }
         for (i, &id) in ids.iter().enumerate() {
-            self.embed
-                .decode_row(id as usize, &mut sc.x[i * h..(i + 1) * h]);
+            let row = &mut sc.x[i * h..(i + 1) * h];
+            self.embed.decode_row(id as usize, row);
+            if let Some(scale) = self.embed_scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         for (block, layer) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             block.forward(self, layer, sc, s, pos)?;

@@ -1,4 +1,4 @@
-//! The Llama family's relatives (Qwen2, Qwen3, Mistral) against transformers itself: tiny
+//! The Llama family's relatives (Qwen2, Qwen3, Mistral, Gemma 3) against transformers itself: tiny
 //! random models that `tests/data/archs/generate.py` built with transformers, saved with
 //! `save_pretrained` and ran in float64 (prefill, then greedy decode steps through its cache).
 //! Our logits for the same ids, on the packed CPU engine and on the Burn graph of every backend
@@ -82,10 +82,11 @@ fn worst_error(model: &Llama, cases: &[Case]) -> f64 {
     worst
 }
 
-const ARCHS: [(&str, Arch); 3] = [
+const ARCHS: [(&str, Arch); 4] = [
     ("qwen2", Arch::Qwen2),
     ("qwen3", Arch::Qwen3),
     ("mistral", Arch::Mistral),
+    ("gemma3", Arch::Gemma3),
 ];
 
 #[test]
@@ -144,6 +145,16 @@ fn each_architecture_written_as_gguf_loads_and_agrees_with_transformers() {
             // The same shape as config.json says (GGUF stores epsilon as an f32).
             let hf = LlamaConfig::from_hf_config(&dir.join("config.json")).unwrap();
             assert!((hf.rms_eps - cfg.rms_eps).abs() < 1e-12);
+            let mut cfg = cfg;
+            if let (Some(g), Some(h)) = (cfg.gemma.as_mut(), hf.gemma.as_ref()) {
+                // llama.cpp's converter adds Gemma's norm offset to the weights it stores.
+                assert_eq!((g.norm_offset, h.norm_offset), (0.0, 1.0));
+                // GGUF has no key for `query_pre_attn_scalar`: llama.cpp takes the head size
+                // (as every Gemma 3 but the 27B has it); the tiny model's 48 is set by hand.
+                assert_eq!(g.query_pre_attn_scalar, cfg.head_dim as f64);
+                g.query_pre_attn_scalar = h.query_pre_attn_scalar;
+                g.norm_offset = h.norm_offset;
+            }
             assert_eq!(
                 cfg,
                 LlamaConfig {
@@ -151,6 +162,9 @@ fn each_architecture_written_as_gguf_loads_and_agrees_with_transformers() {
                     ..hf
                 }
             );
+            if let Some(g) = cfg.gemma.as_mut() {
+                g.norm_offset = 0.0;
+            }
             let tensors = TensorSet::from_gguf(&gguf).unwrap();
             let f32_kv = Compute::Cpu(CpuOptions::new(2).with_kv(KvDtype::F32));
             let packed = Llama::load(cfg.clone(), &tensors, 64, &f32_kv).unwrap();
@@ -218,9 +232,31 @@ fn an_architecture_we_do_not_implement_is_refused_by_name() {
             "{err}"
         );
     }
-    // Gemma 3 (its config is in the fixtures) is not implemented yet: refused by name.
-    let err = LlamaConfig::from_hf_config(&fixture("gemma3").join("config.json"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("gemma3_text"), "{err}");
+    // Gemma 3's options we do not implement.
+    let gemma = std::fs::read_to_string(fixture("gemma3").join("config.json")).unwrap();
+    for (from, to, says) in [
+        (
+            r#""final_logit_softcapping": null"#,
+            r#""final_logit_softcapping": 30.0"#,
+            "soft-capping",
+        ),
+        (
+            r#""hidden_activation": "gelu_pytorch_tanh""#,
+            r#""hidden_activation": "silu""#,
+            "hidden_act \"silu\"",
+        ),
+        (
+            r#""sliding_attention",
+    "full_attention""#,
+            r#""sliding_attention",
+    "chunked_attention""#,
+            "chunked_attention",
+        ),
+    ] {
+        assert!(gemma.contains(from), "{from}");
+        let path = tmp.path().join("config.json");
+        std::fs::write(&path, gemma.replace(from, to)).unwrap();
+        let err = LlamaConfig::from_hf_config(&path).unwrap_err().to_string();
+        assert!(err.contains(says), "{to}: {err}");
+    }
 }
