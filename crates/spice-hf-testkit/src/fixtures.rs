@@ -326,6 +326,32 @@ pub fn smollm2_gguf_or_skip() -> Option<PathBuf> {
     found
 }
 
+/// The Qwen2.5-Coder-0.5B-Instruct GGUF `cargo xtask fixtures` joins from its PyPI parts.
+pub const QWEN_CODER_GGUF: &str = "qwen2.5-coder-0.5b-instruct.gguf";
+/// Its size in bytes.
+pub const QWEN_CODER_GGUF_SIZE: u64 = 491_400_064;
+
+/// The Qwen2.5-Coder GGUF, when `cargo xtask fixtures` has fetched it.
+pub fn qwen_coder_gguf() -> Option<PathBuf> {
+    let p = fixtures_dir().join(QWEN_CODER_GGUF);
+    p.metadata()
+        .ok()
+        .filter(|m| m.len() == QWEN_CODER_GGUF_SIZE)
+        .map(|_| p)
+}
+
+/// The Qwen2.5-Coder GGUF for a test that needs it; see [`missing`] for when it is not there.
+pub fn qwen_coder_gguf_or_skip() -> Option<PathBuf> {
+    let found = qwen_coder_gguf();
+    if found.is_none() {
+        missing(
+            "the Qwen2.5-Coder GGUF fixture",
+            "run `cargo xtask fixtures`",
+        );
+    }
+    found
+}
+
 /// Writes F32 tensors (`name`, PyTorch shape, values) as a safetensors file.
 pub fn write_safetensors<'a>(
     path: &Path,

@@ -7,6 +7,7 @@ mod constrained;
 mod formats;
 mod hostile;
 mod llama;
+mod qwen_coder;
 mod reference;
 mod sampling;
 
