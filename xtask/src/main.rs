@@ -57,6 +57,10 @@ fn main() -> Result<()> {
                 println!("fixture ready: {}", p.display());
                 fixtures::fetch_qwen_coder(&sh)
             })
+            .and_then(|p| {
+                println!("fixture ready: {}", p.display());
+                fixtures::fetch_minilm(&sh)
+            })
             .map(|p| println!("fixture ready: {}", p.display())),
         Some("bench") => bench::run(&sh, &args[1..]),
         Some("fuzz") => fuzz::run(&sh, &args[1..]),
@@ -184,6 +188,7 @@ fn ensure_tools(sh: &Shell) -> Result<()> {
     sh.set_var("PATH", format!("{}:{path}", scripts.trim()));
     fixtures::fetch(sh)?;
     fixtures::fetch_qwen_coder(sh)?;
+    fixtures::fetch_minilm(sh)?;
     Ok(())
 }
 

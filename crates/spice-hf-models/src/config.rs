@@ -108,7 +108,7 @@ struct HfRopeScaling {
 }
 
 /// Reads at most `max` bytes of `path`; a longer file is an error naming it.
-fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut bytes = Vec::new();

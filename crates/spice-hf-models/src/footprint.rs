@@ -76,7 +76,8 @@ pub struct Footprint {
     pub weights_bytes: u64,
     /// Bytes the weights take on disk.
     pub file_bytes: u64,
-    /// KV cache: keys and values of every layer for `context` positions of every sequence.
+    /// KV cache: keys and values of every layer for `context` positions of every sequence (a
+    /// sliding-window layer on the packed engine: at most two windows).
     pub kv_cache_bytes: u64,
     /// Headroom for activations and the allocator.
     pub headroom_bytes: u64,
@@ -98,11 +99,31 @@ impl Footprint {
                 4,
             ),
         };
+        // Positions each layer holds: the context, or on the packed engine at most two windows
+        // for a sliding-window layer (the steady state: a prompt longer than that holds its
+        // own length while it is prefilled). The Burn graph keeps every layer's whole context.
+        // (Counted, not iterated: `layers` comes from the file and may be absurd.)
+        let packed = usage.storage.decoded_bytes().is_none();
+        let (windowed, window) = match (&cfg.gemma, cfg.sliding_window) {
+            (_, None) => (0, 0),
+            (Some(g), Some(w)) => (g.local_layers.iter().filter(|l| **l).count() as u64, w),
+            (None, Some(w)) => (cfg.layers as u64, w),
+        };
+        let windowed = if packed {
+            windowed.min(cfg.layers as u64)
+        } else {
+            0
+        };
+        let context = usage.context as u64;
+        let positions = (cfg.layers as u64 - windowed)
+            .saturating_mul(context)
+            .saturating_add(
+                windowed.saturating_mul(context.min((window as u64).saturating_mul(2))),
+            );
         let kv_cache_bytes = [
             2,
-            cfg.layers as u64,
+            positions,
             (cfg.kv_heads as u64).saturating_mul(cfg.head_dim() as u64),
-            usage.context as u64,
             usage.sequences.max(1) as u64,
             kv_element,
         ]

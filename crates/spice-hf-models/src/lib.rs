@@ -14,6 +14,7 @@
 //!
 //! This crate has no cargo features yet.
 
+pub mod bert;
 pub mod chat;
 pub mod config;
 pub mod footprint;

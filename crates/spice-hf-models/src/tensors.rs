@@ -214,6 +214,15 @@ impl TensorSet {
                     safetensors::Dtype::F32 => Format::F32,
                     safetensors::Dtype::F16 => Format::F16,
                     safetensors::Dtype::BF16 => Format::BF16,
+                    // Integer and boolean buffers saved with the weights (BERT's
+                    // `position_ids`) are not weights: a weight that is missing because of
+                    // this is named as missing by whoever needs it.
+                    safetensors::Dtype::I64
+                    | safetensors::Dtype::I32
+                    | safetensors::Dtype::I16
+                    | safetensors::Dtype::I8
+                    | safetensors::Dtype::U8
+                    | safetensors::Dtype::BOOL => continue,
                     other => {
                         return Err(Error::Safetensors {
                             path: path.clone(),

@@ -38,7 +38,13 @@ impl Tokenizer {
     /// `generation_config.json` beside it when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let mut inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| tok_err(&format!("{}", path.display()), e))?;
+        // Lengths are ours to check (a request over the limit is refused, not cut), and
+        // nothing is padded but by the encoder's own batching.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
             .map_err(|e| tok_err(&format!("{}", path.display()), e))?;
         let read_json = |name: &str| -> Option<serde_json::Value> {
             serde_json::from_slice(&std::fs::read(dir.join(name)).ok()?).ok()
@@ -166,6 +172,17 @@ impl Tokenizer {
         Ok(self
             .inner
             .encode(text, false)
+            .map_err(|e| tok_err("encode", e))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Encodes text as an encoder takes it: with the special tokens the tokenizer's
+    /// post-processor adds (BERT's `[CLS]` ... `[SEP]`).
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, true)
             .map_err(|e| tok_err("encode", e))?
             .get_ids()
             .to_vec())

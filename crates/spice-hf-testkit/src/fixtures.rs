@@ -352,6 +352,33 @@ pub fn qwen_coder_gguf_or_skip() -> Option<PathBuf> {
     found
 }
 
+/// The sentence-transformers/all-MiniLM-L6-v2 repository `cargo xtask fixtures` unpacks.
+pub const MINILM_DIR: &str = "all-MiniLM-L6-v2";
+
+/// The all-MiniLM-L6-v2 repository directory, when `cargo xtask fixtures` has fetched it.
+pub fn minilm_dir() -> Option<PathBuf> {
+    let p = fixtures_dir().join(MINILM_DIR);
+    [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+    ]
+    .iter()
+    .all(|f| p.join(f).is_file())
+    .then_some(p)
+}
+
+/// The all-MiniLM-L6-v2 repository for a test that needs it; see [`missing`].
+pub fn minilm_dir_or_skip() -> Option<PathBuf> {
+    let found = minilm_dir();
+    if found.is_none() {
+        missing("the all-MiniLM-L6-v2 fixture", "run `cargo xtask fixtures`");
+    }
+    found
+}
+
 /// Writes F32 tensors (`name`, PyTorch shape, values) as a safetensors file.
 pub fn write_safetensors<'a>(
     path: &Path,

@@ -274,6 +274,8 @@ impl Attention {
         let scale = cfg.attention_scale() as f32;
         let rep = nh / kvh;
         let (kc, vc) = (layer.k.rows(), layer.v.rows());
+        // The cache holds positions `stored..`: a windowed layer drops what no query can see.
+        let stored = layer.first;
         let q = &sc.q[..s * qd];
         // One task per (position, key/value head): the `rep` query heads sharing that head are
         // scored together, into their slice of the output.
@@ -290,7 +292,10 @@ impl Attention {
                 seen: end - first,
             };
             let qg = &q[i * qd + g * rep * hd..][..rep * hd];
-            let (k, v) = (kc.from_position(first, kvd), vc.from_position(first, kvd));
+            let (k, v) = (
+                kc.from_position(first - stored, kvd),
+                vc.from_position(first - stored, kvd),
+            );
             attention::attend(qg, k, v, group, scale, scores, out);
         };
         let att = &mut sc.att[..s * qd];
@@ -305,6 +310,9 @@ impl Attention {
                     .enumerate()
                     .for_each_init(Vec::new, |scores, (idx, out)| group_out(idx, out, scores))
             });
+        }
+        if let Some(w) = window {
+            layer.forget_before((pos + 1).saturating_sub(w), w, kvd);
         }
         let att = &sc.att[..s * qd];
         quantize(m, att, qd, &mut sc.xq)?;
@@ -474,6 +482,14 @@ impl KvStore {
         }
     }
 
+    /// Drops the first `n` values.
+    fn drop_front(&mut self, n: usize) {
+        match self {
+            Self::F16(s) => drop(s.drain(..n.min(s.len()))),
+            Self::F32(s) => drop(s.drain(..n.min(s.len()))),
+        }
+    }
+
     /// Every cached row, for [`attention::attend`].
     fn rows(&self) -> Kv<'_> {
         match self {
@@ -483,10 +499,33 @@ impl KvStore {
     }
 }
 
-/// A layer's keys and values.
+/// A layer's keys and values, of positions `first..` (0 unless the layer has a sliding window).
 struct LayerCache {
     k: KvStore,
     v: KvStore,
+    first: usize,
+}
+
+impl LayerCache {
+    /// A windowed layer forgets positions before `keep` (no query at or after the pass that
+    /// just ran sees them, even if it is run again), once that frees a whole window's worth: the
+    /// layer holds at most two windows plus one pass's positions, and moves the rows it keeps
+    /// once per `window` positions rather than at every step.
+    fn forget_before(&mut self, keep: usize, window: usize, kvd: usize) {
+        if keep >= self.first + window {
+            let n = (keep - self.first) * kvd;
+            self.k.drop_front(n);
+            self.v.drop_front(n);
+            self.first = keep;
+        }
+    }
+
+    /// Back to positions `first..pos` (a failed pass pushed more).
+    fn truncate(&mut self, pos: usize, kvd: usize) {
+        let len = pos.saturating_sub(self.first) * kvd;
+        self.k.truncate(len);
+        self.v.truncate(len);
+    }
 }
 
 /// Buffers one forward pass reuses, sized for the largest batch of positions seen so far (a
@@ -617,6 +656,7 @@ impl Packed {
                 .map(|_| LayerCache {
                     k: KvStore::new(self.kv),
                     v: KvStore::new(self.kv),
+                    first: 0,
                 })
                 .collect(),
             scratch: Scratch::default(),
@@ -691,10 +731,9 @@ impl Packed {
         if out.is_err() {
             // Layers that ran before the failure pushed their keys and values: drop them, so
             // the cache still holds exactly `pos` positions.
-            let kvd = self.cfg.kv_heads * self.cfg.head_dim();
+            let kvd = self.cfg.kv_dim();
             for l in &mut cache.layers {
-                l.k.truncate(pos * kvd);
-                l.v.truncate(pos * kvd);
+                l.truncate(pos, kvd);
             }
         }
         out

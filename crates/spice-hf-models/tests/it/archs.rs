@@ -260,3 +260,60 @@ fn an_architecture_we_do_not_implement_is_refused_by_name() {
         assert!(err.contains(says), "{to}: {err}");
     }
 }
+
+/// Mistral's and Gemma 3's windowed layers on the packed engine forget what no query can see
+/// any more: over 60 positions (12 windows of the tiny models) the cache holds at most two
+/// windows per windowed layer, and every step's logits stay those of the Burn graph, whose
+/// cache keeps every position and masks the window instead. The footprint counts the same.
+#[test]
+fn a_sliding_window_layer_holds_at_most_two_windows_and_answers_as_the_whole_cache_does() {
+    use spice_hf_models::footprint::{Footprint, Usage};
+    for name in ["mistral", "gemma3"] {
+        let dir = fixture(name);
+        let cfg = LlamaConfig::from_hf_config(&dir.join("config.json")).unwrap();
+        let w = cfg.sliding_window.unwrap();
+        let windowed = (0..cfg.layers).filter(|&l| cfg.window(l).is_some()).count();
+        assert!(windowed > 0);
+        let tensors = TensorSet::from_safetensors_dir(&dir).unwrap();
+        let f32_kv = Compute::Cpu(CpuOptions::new(2).with_kv(KvDtype::F32));
+        let packed = Llama::load(cfg.clone(), &tensors, 128, &f32_kv).unwrap();
+        let whole = Llama::load(cfg.clone(), &tensors, 128, &Compute::Burn(cpu())).unwrap();
+        let ids: Vec<u32> = (0..60u32).map(|i| 3 + (i * 37) % 250).collect();
+        let (mut a, mut b) = (packed.new_cache(), whole.new_cache());
+        packed.forward(&ids[..7], &mut a).unwrap();
+        whole.forward(&ids[..7], &mut b).unwrap();
+        let row = cfg.kv_dim() * 4 * 2; // keys and values of one position, f32
+        for (n, &id) in ids.iter().enumerate().skip(7) {
+            let got = packed.forward(&[id], &mut a).unwrap();
+            let want: Vec<f64> = whole
+                .forward(&[id], &mut b)
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let err = max_rel_err(&got, &want);
+            assert!(err < 1e-4, "{name} at position {n}: {err:e}");
+            let held = n + 1;
+            let bound = row * (windowed * held.min(2 * w) + (cfg.layers - windowed) * held);
+            let bytes = a.bytes().unwrap();
+            assert!(
+                bytes <= bound,
+                "{name} at {held} positions: {bytes} > {bound}"
+            );
+        }
+        assert!(
+            a.bytes().unwrap() < row * cfg.layers * ids.len(),
+            "{name}: nothing was forgotten"
+        );
+        let usage = Usage {
+            kv: KvDtype::F32,
+            ..Usage::new(ids.len())
+        };
+        let estimate = Footprint::estimate(&cfg, 0, 0, &usage).kv_cache_bytes;
+        assert_eq!(
+            estimate as usize,
+            row * (windowed * 2 * w + (cfg.layers - windowed) * ids.len()),
+            "{name}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! fixture's tokenizer.json.
 
 mod archs;
+mod bert;
 mod constrained;
 mod formats;
 mod hostile;
