@@ -36,6 +36,9 @@ enum Command {
     Run(run::RunArgs),
     /// Chat with a model in the terminal (multi-turn; `/reset`, `/exit`).
     Chat(run::ChatArgs),
+    /// Embed texts with an embedding model (a sentence-transformers repository): one JSON
+    /// line per text with its vector.
+    Embed(run::EmbedArgs),
     /// Serve models over an OpenAI-compatible HTTP API (one MODEL, or --config FILE).
     Serve(serve::ServeArgs),
     /// List recent rows of the task history (completions, health probes, loads).
@@ -311,6 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => pull(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Chat(args) => run::chat(args).await,
+        Command::Embed(args) => run::embed(args).await,
         Command::Backends => run::backends(),
         Command::Serve(_) => anyhow::bail!("internal error: serve was not prepared"),
         Command::Tasks(args) => serve::tasks(args),

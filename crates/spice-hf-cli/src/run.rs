@@ -251,6 +251,52 @@ async fn load(model: &ModelArgs, generation: &GenArgs) -> anyhow::Result<Ready> 
     })
 }
 
+/// `spice-hf embed`.
+#[derive(Debug, Args)]
+pub(crate) struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The texts, one vector each.
+    #[arg(required = true)]
+    texts: Vec<String>,
+    /// Backend: cpu, wgpu or cuda [env: SPICE_HF_BACKEND] [default: best available].
+    #[arg(long)]
+    backend: Option<String>,
+    /// Cut texts longer than the model takes (keeping their start) instead of refusing them.
+    #[arg(long)]
+    truncate: bool,
+}
+
+/// `spice-hf embed`: one JSON line per text, `{"index", "text", "dimensions", "embedding"}`,
+/// then nothing else on stdout.
+pub(crate) async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
+    let backend = forced_backend(args.backend.as_deref())?;
+    let path = resolve(&args.model).await?;
+    let spec = ModelSpec::new("model", Source::Path(path.clone()))
+        .with_backend(backend)
+        .with_capture_content(false)
+        .with_warm_up(false);
+    let runtime = Runtime::new(vec![spec])?;
+    let served = runtime.model("model")?;
+    let inputs = args
+        .texts
+        .iter()
+        .cloned()
+        .map(spice_hf_runtime::EmbeddingInput::Text)
+        .collect();
+    let request = spice_hf_runtime::EmbeddingRequest::new(inputs).with_truncate(args.truncate);
+    let out = served
+        .embed(request)
+        .await
+        .with_context(|| format!("embedding with {}", path.display()))?;
+    let mut stdout = std::io::stdout();
+    for (index, (text, v)) in args.texts.iter().zip(&out.vectors).enumerate() {
+        let line = serde_json::json!({"index": index, "text": text, "dimensions": v.len(), "embedding": v});
+        let _ = writeln!(stdout, "{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Refuses chat for a model without a template, saying what to do on the command line.
 fn check_template(ready: &Ready) -> anyhow::Result<()> {
     if !ready.model.info().chat_template {

@@ -1,7 +1,9 @@
 //! A loaded model and what its load found: files opened, backend chosen, memory checked,
 //! weights loaded and the chat template settled ([`Engine::load`]); a prompt turned into ids
 //! ([`Engine::prompt_ids`]); and the one blocking generation that turns a panic into an error
-//! ([`Engine::generate`]), which sessions and the health probe both run.
+//! ([`Engine::generate`]), which sessions and the health probe both run. A sentence-encoder
+//! repository (`modules.json` beside a BERT `config.json`) loads as an encoder instead, whose
+//! one blocking call is [`Engine::embed`]; each kind refuses the other's requests by name.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +15,13 @@ use std::sync::OnceLock;
 
 use spice_hf_grammar::tools::{Syntax, Tool, Tools, render_response};
 use spice_hf_grammar::{Constraint, Guide, Vocabulary};
+use spice_hf_models::bert::Bert;
 use spice_hf_models::chat::{ChatTemplate, Message};
 use spice_hf_models::footprint::{Footprint, Usage, WeightStorage};
 use spice_hf_models::generate::{Flow, GenerateParams, Generated};
 use spice_hf_models::llama::{Compute, CpuOptions};
 use spice_hf_models::loaded::{LoadedModel, ModelFiles};
+use spice_hf_models::tokenizer::Tokenizer;
 use spice_hf_telemetry::names;
 
 use crate::spec::{Cause, ModelSpec};
@@ -34,18 +38,57 @@ pub enum Prompt {
 
 /// A loaded model and what the load found.
 pub(crate) struct Engine {
-    loaded: LoadedModel,
-    template: Option<ChatTemplate>,
+    name: String,
+    network: Network,
     backend: BackendKind,
     device: String,
     skipped: Vec<Skipped>,
     footprint: Footprint,
     load_ms: f64,
     peak_rss: Option<u64>,
+}
+
+/// What was loaded: a decoder that generates, or a sentence encoder.
+enum Network {
+    Decoder(Box<Decoder>),
+    Encoder(Box<Encoder>),
+}
+
+/// A generating model.
+struct Decoder {
+    loaded: LoadedModel,
+    template: Option<ChatTemplate>,
     kv: KvUsage,
     /// The vocabulary compiled for constrained decoding, built at the first request that
     /// needs it (it walks the whole vocabulary); the error when it cannot be.
     vocabulary: OnceLock<std::result::Result<Vocabulary, String>>,
+}
+
+/// A sentence encoder.
+struct Encoder {
+    bert: Bert,
+    tokenizer: Tokenizer,
+    source: PathBuf,
+}
+
+/// One input of an embeddings request: text, or ids the client tokenized itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmbeddingInput {
+    /// Text, tokenized with the model's tokenizer (its `[CLS]`/`[SEP]` added).
+    Text(String),
+    /// Token ids, taken as they are.
+    Tokens(Vec<u32>),
+}
+
+/// Sentence vectors and the tokens they took.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Embeddings {
+    /// One vector per input, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens of every input together.
+    pub prompt_tokens: usize,
 }
 
 /// A request made ready to generate: its prompt ids, the constraint's state and, when tools
@@ -115,6 +158,9 @@ impl Engine {
     /// footprint `spec` asks for, loads and settles the template. Blocking.
     pub(crate) fn load(spec: &ModelSpec, path: &Path) -> Result<Self> {
         let load_err = |e: spice_hf_models::Error| failed(&spec.name, Arc::new(e));
+        if path.is_dir() && path.join("modules.json").is_file() {
+            return Self::load_encoder(spec, path);
+        }
         let files = ModelFiles::open(path).map_err(load_err)?;
         let choice =
             spice_hf_backend::choose(spec.backend).map_err(|e| failed(&spec.name, Arc::new(e)))?;
@@ -149,15 +195,9 @@ impl Engine {
             .model
             .compute_detail()
             .unwrap_or_else(|| choice.detail.clone());
-        let engine = Self {
+        let decoder = Decoder {
             loaded,
             template,
-            backend: choice.kind,
-            device,
-            skipped: choice.skipped.clone(),
-            footprint,
-            load_ms: 0.0,
-            peak_rss: peak_rss(),
             kv: KvUsage {
                 model: spec.name.clone(),
                 held: AtomicUsize::new(0),
@@ -166,8 +206,153 @@ impl Engine {
             vocabulary: OnceLock::new(),
         };
         // Published at 0 from the load on, like the queue gauges.
-        engine.kv.publish(0);
-        Ok(engine)
+        decoder.kv.publish(0);
+        Ok(Self {
+            name: spec.name.clone(),
+            network: Network::Decoder(Box::new(decoder)),
+            backend: choice.kind,
+            device,
+            skipped: choice.skipped.clone(),
+            footprint,
+            load_ms: 0.0,
+            peak_rss: peak_rss(),
+        })
+    }
+
+    /// Loads a sentence encoder (a Burn graph on the chosen backend's device, whichever it is:
+    /// the CPU's is Burn's too). Its footprint is its weights in f32 and the headroom: it
+    /// keeps no cache between requests.
+    fn load_encoder(spec: &ModelSpec, path: &Path) -> Result<Self> {
+        let load_err = |e: spice_hf_models::Error| failed(&spec.name, Arc::new(e));
+        let choice =
+            spice_hf_backend::choose(spec.backend).map_err(|e| failed(&spec.name, Arc::new(e)))?;
+        let tensors = spice_hf_models::tensors::TensorSet::from_safetensors_dir(path);
+        let parameters: u64 = tensors
+            .as_ref()
+            .map(|t| t.iter().map(|t| t.elements() as u64).sum())
+            .unwrap_or(0);
+        let weights_bytes = parameters.saturating_mul(4);
+        let footprint = Footprint {
+            parameters,
+            weights_bytes,
+            file_bytes: weights_bytes,
+            kv_cache_bytes: 0,
+            headroom_bytes: (weights_bytes as f64 * spec.headroom) as u64,
+        };
+        let usage = Usage {
+            context: 0,
+            sequences: spec.limits.max_concurrency.get(),
+            headroom: spec.headroom,
+            storage: WeightStorage::F32,
+            kv: spec.kv_cache,
+        };
+        check_memory(spec, &usage, &footprint, choice.kind)?;
+        let bert = Bert::load(path, &choice.device).map_err(load_err)?;
+        let tokenizer = Tokenizer::from_dir(path).map_err(load_err)?;
+        Ok(Self {
+            name: spec.name.clone(),
+            network: Network::Encoder(Box::new(Encoder {
+                bert,
+                tokenizer,
+                source: path.to_path_buf(),
+            })),
+            backend: choice.kind,
+            device: choice.detail.clone(),
+            skipped: choice.skipped.clone(),
+            footprint,
+            load_ms: 0.0,
+            peak_rss: peak_rss(),
+        })
+    }
+
+    /// The decoder, or an error naming the model when it is an encoder.
+    fn decoder(&self) -> Result<&Decoder> {
+        match &self.network {
+            Network::Decoder(d) => Ok(d),
+            Network::Encoder(_) => Err(Error::Invalid {
+                field: "model".into(),
+                message: format!(
+                    "`{}` is an embedding model: it answers POST /v1/embeddings, not completions",
+                    self.name
+                ),
+            }),
+        }
+    }
+
+    /// The encoder, or an error naming the model when it generates.
+    fn encoder(&self) -> Result<&Encoder> {
+        match &self.network {
+            Network::Encoder(e) => Ok(e),
+            Network::Decoder(_) => Err(Error::Invalid {
+                field: "model".into(),
+                message: format!(
+                    "`{}` is a chat and completion model: it has no embeddings (serve an embedding model, e.g. a sentence-transformers repository)",
+                    self.name
+                ),
+            }),
+        }
+    }
+
+    /// Whether it is a sentence encoder.
+    pub(crate) fn is_encoder(&self) -> bool {
+        matches!(self.network, Network::Encoder(_))
+    }
+
+    /// Sentence vectors of `inputs` in one forward pass, on this (blocking) thread. Text is
+    /// tokenized here; an input over the model's length is an error naming it unless
+    /// `truncate`, which keeps its first tokens and its last (the closing `[SEP]`). Panics
+    /// become errors.
+    pub(crate) fn embed(&self, inputs: &[EmbeddingInput], truncate: bool) -> Result<Embeddings> {
+        let enc = self.encoder()?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let max = enc.bert.spec().max_tokens;
+            let mut batch = Vec::with_capacity(inputs.len());
+            for (i, input) in inputs.iter().enumerate() {
+                let mut ids = match input {
+                    EmbeddingInput::Text(t) => enc.tokenizer.encode_with_special_tokens(t)?,
+                    EmbeddingInput::Tokens(ids) => ids.clone(),
+                };
+                if ids.is_empty() {
+                    return Err(Error::Invalid {
+                        field: "input".into(),
+                        message: format!("input {i} is empty"),
+                    });
+                }
+                if ids.len() > max {
+                    if !truncate {
+                        return Err(Error::InputLength {
+                            index: i,
+                            tokens: ids.len(),
+                            capacity: max,
+                        });
+                    }
+                    let last = ids[ids.len() - 1];
+                    ids.truncate(max - 1);
+                    ids.push(last);
+                }
+                batch.push(ids);
+            }
+            let prompt_tokens = batch.iter().map(Vec::len).sum();
+            let vectors = enc.bert.embed(&batch)?;
+            Ok(Embeddings {
+                vectors,
+                prompt_tokens,
+            })
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Internal(format!(
+                "embedding panicked: {}",
+                crate::panic_message(&*p)
+            )))
+        })
+    }
+
+    /// Dimensions of an encoder's vectors.
+    pub(crate) fn dimensions(&self) -> Option<usize> {
+        match &self.network {
+            Network::Encoder(e) => Some(e.bert.dimensions()),
+            Network::Decoder(_) => None,
+        }
     }
 
     /// With the load time the caller measured (fetch included).
@@ -207,12 +392,15 @@ impl Engine {
 
     /// The file or directory loaded.
     pub(crate) fn source(&self) -> &PathBuf {
-        &self.loaded.source
+        match &self.network {
+            Network::Decoder(d) => &d.loaded.source,
+            Network::Encoder(e) => &e.source,
+        }
     }
 
     /// Whether it has a chat template.
     pub(crate) fn has_template(&self) -> bool {
-        self.template.is_some()
+        self.decoder().is_ok_and(|d| d.template.is_some())
     }
 
     /// The ids of `prompt` (rendered with the template when a chat), checked against the
@@ -266,6 +454,7 @@ impl Engine {
         }
         // The template's own syntax when it renders tools, else the default format's.
         let own = self
+            .decoder()?
             .template
             .as_ref()
             .and_then(|t| t.tool_syntax().map(|syntax| (t, syntax)));
@@ -319,13 +508,11 @@ impl Engine {
 
     /// The model's vocabulary for the grammar engine, built once.
     fn vocabulary(&self) -> Result<&Vocabulary> {
-        self.vocabulary
+        let d = self.decoder()?;
+        d.vocabulary
             .get_or_init(|| {
-                let n = self.loaded.model.config().vocab;
-                self.loaded
-                    .tokenizer
-                    .vocabulary(n)
-                    .map_err(|e| e.to_string())
+                let n = d.loaded.model.config().vocab;
+                d.loaded.tokenizer.vocabulary(n).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| Error::Invalid {
@@ -356,6 +543,7 @@ impl Engine {
             .chain(messages.iter().map(|m| m.content.as_str()))
             .collect();
         let ids = self
+            .decoder()?
             .loaded
             .tokenizer
             .encode_chat_prompt(&rendered, &typed)?;
@@ -369,7 +557,7 @@ impl Engine {
                 message: "the prompt is empty".into(),
             });
         }
-        let capacity = self.loaded.model.max_context();
+        let capacity = self.decoder()?.loaded.model.max_context();
         if ids.len() >= capacity {
             return Err(Error::ContextLength {
                 prompt_tokens: ids.len(),
@@ -380,11 +568,12 @@ impl Engine {
     }
 
     fn prompt_ids_unguarded(&self, prompt: &Prompt, field: &str) -> Result<Vec<u32>> {
-        let tokenizer = &self.loaded.tokenizer;
+        let d = self.decoder()?;
+        let tokenizer = &d.loaded.tokenizer;
         let ids = match prompt {
             Prompt::Text(text) => tokenizer.encode_prompt(text)?,
             Prompt::Chat(messages) => {
-                let Some(template) = &self.template else {
+                let Some(template) = &d.template else {
                     return Err(Error::Template(
                         "this model has no chat template; use /v1/completions, or set chat_template in the model's params".into(),
                     ));
@@ -412,15 +601,16 @@ impl Engine {
         mut on_piece: impl FnMut(&str) -> Flow,
         what: &str,
     ) -> Result<Generated> {
+        let d = self.decoder()?;
         let mut held = Held {
-            usage: &self.kv,
+            usage: &d.kv,
             positions: 0,
         };
         held.grow(ids.len());
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             spice_hf_models::generate::generate_guided(
-                &self.loaded.model,
-                &self.loaded.tokenizer,
+                &d.loaded.model,
+                &d.loaded.tokenizer,
                 ids,
                 params,
                 guide,

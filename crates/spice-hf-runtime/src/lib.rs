@@ -23,6 +23,7 @@
 //!
 //! This crate has no cargo features; backends are chosen by `spice-hf-backend`'s.
 
+mod embed;
 mod engine;
 mod limiter;
 mod model;
@@ -35,6 +36,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use embed::{EmbeddingInput, EmbeddingRequest, Embeddings, MAX_INPUTS};
 pub use engine::Prompt;
 pub use limiter::{Limiter, LimiterConfig, Permit};
 pub use model::{Health, ModelInfo, ServedModel};
@@ -119,6 +121,18 @@ pub enum Error {
         /// Context positions.
         capacity: usize,
     },
+    /// An embedding input is longer than the model takes.
+    #[error(
+        "input {index} has {tokens} tokens but the model takes at most {capacity}; shorten it, or send `truncate: true` to cut it"
+    )]
+    InputLength {
+        /// Which input (from 0).
+        index: usize,
+        /// Its tokens.
+        tokens: usize,
+        /// The model's most.
+        capacity: usize,
+    },
     /// The model is not loaded or not healthy.
     #[error("model `{model}` is not ready: {reason}")]
     NotReady {
@@ -160,7 +174,7 @@ impl Error {
             Self::QueueTimeout { .. } => "queue_timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::Template(_) => "template",
-            Self::ContextLength { .. } => "context_length",
+            Self::ContextLength { .. } | Self::InputLength { .. } => "context_length",
             Self::NotReady { .. } | Self::Load { .. } | Self::ShuttingDown => "not_ready",
             Self::Internal(_) | Self::Model(_) => "internal",
         }

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, field};
 
-use crate::engine::{Engine, Prompt, failed};
+use crate::engine::{EmbeddingInput, Engine, Prompt, failed};
 use crate::limiter::{Limiter, Permit};
 use crate::spec::{ModelSpec, Source};
 use crate::{Error, Result};
@@ -324,6 +324,20 @@ impl ServedModel {
         let (result, permit) = match tokio::task::spawn_blocking(move || {
             let _entered = probe_span.enter();
             let run = || -> Result<String> {
+                if engine.is_encoder() {
+                    // An encoder's probe: the prompt's vector, finite.
+                    let out = engine.embed(&[EmbeddingInput::Text(prompt)], true)?;
+                    let v = out
+                        .vectors
+                        .first()
+                        .ok_or_else(|| Error::Internal("the probe embedded nothing".into()))?;
+                    if v.is_empty() || !v.iter().all(|x| x.is_finite()) {
+                        return Err(Error::Internal(
+                            "the probe's vector is empty or not finite".into(),
+                        ));
+                    }
+                    return Ok(format!("{} dimensions", v.len()));
+                }
                 let ids = engine.prompt_ids(&Prompt::Text(prompt), "health_prompt")?;
                 let params = GenerateParams {
                     max_tokens: 4,

@@ -211,6 +211,11 @@ fn error_kinds_are_in_the_closed_set() {
             prompt_tokens: 9,
             capacity: 8,
         },
+        Error::InputLength {
+            index: 0,
+            tokens: 9,
+            capacity: 8,
+        },
         Error::NotReady {
             model: "m".into(),
             reason: "r".into(),
@@ -243,9 +248,10 @@ fn error_kinds_are_in_the_closed_set() {
         Error::ShuttingDown => 10,
         Error::Internal(_) => 11,
         Error::Model(_) => 12,
+        Error::InputLength { .. } => 13,
     };
     let seen: std::collections::BTreeSet<_> = errors.iter().map(variant).collect();
-    assert_eq!(seen.len(), 13, "every variant once");
+    assert_eq!(seen.len(), 14, "every variant once");
     let mut kinds = std::collections::BTreeSet::new();
     for e in &errors {
         assert!(

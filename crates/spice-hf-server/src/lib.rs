@@ -308,6 +308,15 @@ impl From<spice_hf_runtime::Error> for ApiError {
                     message,
                 )
             },
+            E::InputLength { .. } => Self {
+                param: Some("input".into()),
+                ..Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                    message,
+                )
+            },
             E::Overloaded { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_overloaded",

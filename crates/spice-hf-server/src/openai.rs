@@ -701,3 +701,102 @@ pub(crate) struct ErrorDetail {
     pub(crate) param: Option<String>,
     pub(crate) code: &'static str,
 }
+
+/// `POST /v1/embeddings`, as OpenAI defines it (plus `truncate`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmbeddingsRequest {
+    pub(crate) model: String,
+    pub(crate) input: WireInput,
+    #[serde(default)]
+    pub(crate) encoding_format: EncodingFormat,
+    #[serde(default)]
+    pub(crate) dimensions: Option<usize>,
+    /// Accepted and ignored, as OpenAI's end-user id.
+    #[serde(default)]
+    #[allow(dead_code)] // Reason: part of the wire format; nothing to do with it.
+    pub(crate) user: Option<String>,
+    /// Ours: cut inputs longer than the model takes instead of refusing them.
+    #[serde(default)]
+    pub(crate) truncate: bool,
+}
+
+/// `input`: a string, strings, token ids or arrays of token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum WireInput {
+    One(String),
+    Many(Vec<String>),
+    Tokens(Vec<u32>),
+    ManyTokens(Vec<Vec<u32>>),
+}
+
+impl WireInput {
+    /// The runtime's inputs.
+    pub(crate) fn inputs(self) -> Vec<spice_hf_runtime::EmbeddingInput> {
+        use spice_hf_runtime::EmbeddingInput as I;
+        match self {
+            Self::One(s) => vec![I::Text(s)],
+            Self::Many(v) => v.into_iter().map(I::Text).collect(),
+            Self::Tokens(ids) => vec![I::Tokens(ids)],
+            Self::ManyTokens(v) => v.into_iter().map(I::Tokens).collect(),
+        }
+    }
+}
+
+/// `encoding_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EncodingFormat {
+    /// A JSON array of numbers.
+    #[default]
+    Float,
+    /// The little-endian f32 bytes, base64-encoded.
+    Base64,
+}
+
+/// One vector of the answer.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EmbeddingObject {
+    pub(crate) object: &'static str,
+    pub(crate) index: usize,
+    pub(crate) embedding: EmbeddingValue,
+}
+
+/// A vector as numbers or as base64.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+impl EmbeddingValue {
+    /// `v` in `format`.
+    pub(crate) fn new(v: Vec<f32>, format: EncodingFormat) -> Self {
+        use base64::Engine as _;
+        match format {
+            EncodingFormat::Float => Self::Float(v),
+            EncodingFormat::Base64 => {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Self::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
+}
+
+/// The answer of `POST /v1/embeddings`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EmbeddingList {
+    pub(crate) object: &'static str,
+    pub(crate) data: Vec<EmbeddingObject>,
+    pub(crate) model: String,
+    pub(crate) usage: EmbeddingUsage,
+}
+
+/// Its `usage`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EmbeddingUsage {
+    pub(crate) prompt_tokens: usize,
+    pub(crate) total_tokens: usize,
+}

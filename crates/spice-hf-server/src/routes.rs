@@ -22,8 +22,9 @@ use spice_hf_runtime::{
 use spice_hf_telemetry::{TaskFilter, names};
 
 use crate::openai::{
-    ChatRequest, Choice, CompletionBody, Delta, List, ModelObject, Sampling, TextRequest, Usage,
-    WireCall, WireCallDelta, check_fields,
+    ChatRequest, Choice, CompletionBody, Delta, EmbeddingList, EmbeddingObject, EmbeddingUsage,
+    EmbeddingValue, EmbeddingsRequest, List, ModelObject, Sampling, TextRequest, Usage, WireCall,
+    WireCallDelta, check_fields,
 };
 use crate::status::{HealthBody, ModelHealth, Ready};
 use crate::{ApiError, App};
@@ -36,6 +37,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(text))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/v1/status/samples", get(status_samples))
         .route("/v1/task_history", get(task_history))
@@ -100,7 +102,7 @@ async fn not_found(request: Request) -> ApiError {
         "invalid_request_error",
         "unknown_route",
         format!(
-            "no route {} {}; see GET /v1/models, POST /v1/chat/completions, POST /v1/completions",
+            "no route {} {}; see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings",
             request.method(),
             request.uri().path()
         ),
@@ -461,6 +463,67 @@ fn sse(stream: CompletionStream, chunker: Chunker, echo: Option<String>) -> Resp
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
         .into_response()
+}
+
+/// `POST /v1/embeddings`: every input of the request in one forward pass of an embedding model.
+async fn embeddings(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = json_content(&headers) {
+        return e.into_response();
+    }
+    let request: EmbeddingsRequest = match serde_json::from_slice::<Value>(&body)
+        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))
+        .and_then(|v| typed(&v))
+    {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let model = match app.runtime.model(&request.model) {
+        Ok(m) => m,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if request.dimensions == Some(0) {
+        return ApiError::invalid("dimensions", "must be at least 1".to_string()).into_response();
+    }
+    let name = model.name().to_string();
+    let inputs = spice_hf_runtime::EmbeddingRequest::new(request.input.inputs())
+        .with_truncate(request.truncate);
+    match model.embed(inputs).await {
+        Ok(out) => {
+            let dims = out.vectors.first().map_or(0, Vec::len);
+            if let Some(asked) = request.dimensions.filter(|d| *d != dims) {
+                // Cutting a vector is only meaningful for models trained for it (Matryoshka);
+                // none we serve declares that, so only the full size is accepted.
+                return ApiError::invalid(
+                    "dimensions",
+                    format!(
+                        "`{name}` gives {dims}-dimensional vectors and does not declare that shorter ones keep their meaning; ask for {dims} or omit dimensions (asked for {asked})"
+                    ),
+                )
+                .into_response();
+            }
+            let data = out
+                .vectors
+                .into_iter()
+                .enumerate()
+                .map(|(index, v)| EmbeddingObject {
+                    object: "embedding",
+                    index,
+                    embedding: EmbeddingValue::new(v, request.encoding_format),
+                })
+                .collect();
+            axum::Json(EmbeddingList {
+                object: "list",
+                data,
+                model: name,
+                usage: EmbeddingUsage {
+                    prompt_tokens: out.prompt_tokens,
+                    total_tokens: out.prompt_tokens,
+                },
+            })
+            .into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn models(State(app): AppState) -> Response {

@@ -65,6 +65,17 @@ pub const ERROR_KINDS: &[&str] = &[
     "internal",
 ];
 
+/// Counter: embedding requests received. Labels: [`MODEL`].
+pub const EMBEDDING_REQUESTS: &str = "llm_embedding_requests_total";
+/// Counter: inputs embedded (one vector each). Labels: [`MODEL`].
+pub const EMBEDDING_INPUTS: &str = "llm_embedding_inputs_total";
+/// Counter: failed embedding requests. Labels: [`MODEL`], [`ERROR_KIND`].
+pub const EMBEDDING_FAILURES: &str = "llm_embedding_failures_total";
+/// Histogram (ms): an embedding request from arrival to its vectors. Labels: [`MODEL`].
+pub const EMBEDDING_DURATION_MS: &str = "llm_embedding_duration_ms";
+
+/// Span: one embeddings request (its batch in one forward pass).
+pub const SPAN_EMBEDDINGS: &str = "embeddings";
 /// Span: one completion request (chat or text).
 pub const SPAN_COMPLETION: &str = "ai_completion";
 /// Span: one health probe (a short real generation).

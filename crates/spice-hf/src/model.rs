@@ -183,6 +183,31 @@ impl Model {
         Ok(self.served.stream(request).await?)
     }
 
+    /// The sentence vectors of `texts` (an embedding model: a sentence-transformers
+    /// repository), in one forward pass, pooled and normalized as the repository declares. A
+    /// text longer than the model takes is an error.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> spice_hf::Result<()> {
+    /// let model = spice_hf::Model::builder("sentence-transformers/all-MiniLM-L6-v2")
+    ///     .load()
+    ///     .await?;
+    /// let vectors = model.embed(&["a cat", "a kitten"]).await?;
+    /// assert_eq!(vectors[0].len(), 384);
+    /// # Ok(()) }
+    /// ```
+    pub async fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let inputs = texts
+            .iter()
+            .map(|t| crate::runtime::EmbeddingInput::Text(t.to_string()))
+            .collect();
+        let out = self
+            .served
+            .embed(crate::runtime::EmbeddingRequest::new(inputs))
+            .await?;
+        Ok(out.vectors)
+    }
+
     /// The backend, memory figures and state.
     pub fn info(&self) -> ModelInfo {
         self.served.info()

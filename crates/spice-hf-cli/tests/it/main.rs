@@ -4,6 +4,7 @@
 //! `mirror serve`, and `spice-hf serve` end to end (serve.rs).
 #![allow(clippy::print_stdout)] // Reason: tests print what they measured.
 
+mod embeddings;
 mod interop;
 mod k8s;
 mod pull_through;

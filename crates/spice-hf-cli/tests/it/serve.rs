@@ -63,7 +63,7 @@ impl Served {
             .await
             .unwrap()
     }
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(super) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))
             .json(body)
