@@ -54,6 +54,21 @@ fn completion_rows(history: &TaskHistory) -> Vec<spice_hf_telemetry::TaskRow> {
         .unwrap()
 }
 
+/// The completion rows once there are `n`: a request's span closes on its blocking thread just
+/// after the caller got its last event, so the row can land a moment after the answer.
+async fn rows_once(
+    history: &TaskHistory,
+    layer: &spice_hf_telemetry::TaskHistoryLayer,
+    n: usize,
+) -> Vec<spice_hf_telemetry::TaskRow> {
+    wait_for("the task-history rows", || {
+        layer.flush();
+        completion_rows(history).len() >= n
+    })
+    .await;
+    completion_rows(history)
+}
+
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..2000 {
         if f() {
@@ -127,8 +142,7 @@ async fn dropping_a_stream_cancels_it_frees_the_permit_and_is_recorded() {
     // The slot serves the next request.
     request.params = Some(long_params(3));
     assert_eq!(model.generate(request).await.unwrap().completion_tokens, 3);
-    layer.flush();
-    let rows = completion_rows(&history);
+    let rows = rows_once(&history, &layer, 2).await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let cancelled = &rows[1];
     assert_eq!(cancelled.labels["finish_reason"], "cancelled");
@@ -475,8 +489,7 @@ async fn a_panic_inside_generation_is_an_internal_failure_not_a_cancellation() {
         matches!(&last, Some(Event::Error(e)) if matches!(e, Error::Internal(_))),
         "{last:?}"
     );
-    layer.flush();
-    let rows = completion_rows(&history);
+    let rows = rows_once(&history, &layer, 2).await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     for row in &rows {
         assert_ne!(
