@@ -82,9 +82,9 @@ impl Tokenizer {
     /// Builds a byte-level BPE tokenizer from GGUF metadata (`tokenizer.ggml.*`).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let model = gguf.str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(Error::Unsupported(format!(
-                "GGUF tokenizer model {model:?} (only byte-level BPE, \"gpt2\", is built from GGUF metadata; use a tokenizer.json)"
+                "GGUF tokenizer model {model:?} (byte-level BPE, \"gpt2\", and SentencePiece BPE, \"llama\", are built from GGUF metadata; use a tokenizer.json)"
             )));
         }
         let strings = |key: &str| -> Result<Vec<&str>> {
@@ -96,7 +96,6 @@ impl Tokenizer {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<u64> = gguf
             .get("tokenizer.ggml.token_type")
             .and_then(MetaValue::as_array)
@@ -114,42 +113,20 @@ impl Tokenizer {
             .filter(|(i, _)| matches!(types.get(*i), Some(3 | 4)))
             .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": types[i] == 3}))
             .collect();
-        let pre = gguf
-            .get("tokenizer.ggml.pre")
-            .and_then(MetaValue::as_str)
-            .unwrap_or("default");
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-        let pre_tokenizer = match pre {
-            "smollm" => {
-                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]})
-            }
-            "gpt2" | "default" => byte_level,
-            "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
-            // Qwen2, Qwen2.5 and Qwen3: Llama 3's split, digits one at a time.
-            "qwen2" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "GGUF pre-tokenizer {other:?} (supported: smollm, gpt2, llama-bpe, qwen2)"
-                )));
-            }
+        let spec = if model == "llama" {
+            sentencepiece_spec(gguf, &tokens, &types, vocab, added)?
+        } else {
+            byte_level_spec(gguf, vocab, added, strings("tokenizer.ggml.merges")?)?
         };
-        let spec = json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
-            "pre_tokenizer": pre_tokenizer,
-            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges}
-        });
         let inner = tokenizers::Tokenizer::from_bytes(
             serde_json::to_vec(&spec).map_err(|e| tok_err("GGUF tokenizer", e))?,
         )
         .map_err(|e| tok_err("GGUF tokenizer", e))?;
+        Self::from_gguf_parts(gguf, inner)
+    }
+
+    /// The special tokens and BOS flag of a GGUF around its built tokenizer.
+    fn from_gguf_parts(gguf: &GgufFile, inner: tokenizers::Tokenizer) -> Result<Self> {
         let id = |key: &str| gguf.get(key).and_then(MetaValue::as_u64).map(|v| v as u32);
         let mut eos: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
         eos.extend(id("tokenizer.ggml.eot_token_id"));
@@ -166,7 +143,135 @@ impl Tokenizer {
             add_bos,
         })
     }
+}
 
+/// The `tokenizer.json` of a GGUF's byte-level BPE (`gpt2`): its merges and the pre-tokenizer
+/// `tokenizer.ggml.pre` names.
+fn byte_level_spec(
+    gguf: &GgufFile,
+    vocab: serde_json::Map<String, serde_json::Value>,
+    added: Vec<serde_json::Value>,
+    merges: Vec<&str>,
+) -> Result<serde_json::Value> {
+    let pre = gguf
+        .get("tokenizer.ggml.pre")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("default");
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let pre_tokenizer = match pre {
+        "smollm" => {
+            json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]})
+        }
+        "gpt2" | "default" => byte_level,
+        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        // Qwen2, Qwen2.5 and Qwen3: Llama 3's split, digits one at a time.
+        "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "GGUF pre-tokenizer {other:?} (supported: smollm, gpt2, llama-bpe, qwen2)"
+            )));
+        }
+    };
+    Ok(json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    }))
+}
+
+/// The `tokenizer.json` of a GGUF's SentencePiece BPE (`llama`: Llama 2, Mistral 7B, TinyLlama)
+/// as transformers' `LlamaTokenizerFast` has it: a `▁` prepended and spaces as `▁`, no
+/// pre-tokenizer, BPE with byte fallback (`<0xAB>` pieces) and merges derived from the pieces'
+/// scores the way transformers' `SentencePieceExtractor` derives them (every split of a piece
+/// into two pieces, ranked by the whole piece's score).
+fn sentencepiece_spec(
+    gguf: &GgufFile,
+    tokens: &[&str],
+    types: &[u64],
+    vocab: serde_json::Map<String, serde_json::Value>,
+    added: Vec<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let key = "tokenizer.ggml.scores";
+    let scores: Vec<f64> = gguf
+        .get(key)
+        .and_then(MetaValue::as_array)
+        .ok_or_else(|| {
+            tok_err(
+                key,
+                "missing from the GGUF metadata (a SentencePiece vocabulary needs it)",
+            )
+        })?
+        .iter()
+        .map(|v| v.as_f64().ok_or_else(|| tok_err(key, "holds a non-number")))
+        .collect::<Result<_>>()?;
+    if scores.len() != tokens.len() {
+        return Err(tok_err(
+            key,
+            format!("{} scores for {} tokens", scores.len(), tokens.len()),
+        ));
+    }
+    // Pieces that merges may produce or use: normal ones (type 1, or no type given).
+    let normal = |i: usize| matches!(types.get(i), None | Some(1));
+    let index: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| normal(*i))
+        .map(|(i, t)| (*t, i))
+        .collect();
+    let mut merges: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for (i, piece) in tokens.iter().enumerate().filter(|(i, _)| normal(*i)) {
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if let (Some(&li), Some(&ri)) = (index.get(l), index.get(r)) {
+                merges.push((scores[i], i, li, ri));
+            }
+        }
+    }
+    // Highest score first; then the piece's order, then the halves' ids (a stable order for
+    // equal scores, as transformers sorts them).
+    merges.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let merges: Vec<serde_json::Value> = merges
+        .into_iter()
+        .map(|(_, _, l, r)| json!([tokens[l], tokens[r]]))
+        .collect();
+    let unk = types
+        .iter()
+        .position(|&t| t == 2)
+        .and_then(|i| tokens.get(i))
+        .map(|t| json!(t))
+        .unwrap_or(serde_json::Value::Null);
+    Ok(json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    }))
+}
+
+impl Tokenizer {
     /// Encodes text. Special-token text (`<|im_start|>`) maps to its id; no BOS is added here.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self

@@ -25,6 +25,8 @@ pub enum Meta {
     Strs(Vec<String>),
     /// array of int32.
     I32s(Vec<i32>),
+    /// array of float32.
+    F32s(Vec<f32>),
 }
 
 /// GGML's id of a format.
@@ -100,6 +102,14 @@ fn header(meta: &[(&str, Meta)], tensors: &[(&str, &[usize], Format, usize)]) ->
             Meta::I32s(a) => {
                 w.extend(9u32.to_le_bytes());
                 w.extend(5u32.to_le_bytes());
+                w.extend((a.len() as u64).to_le_bytes());
+                for x in a {
+                    w.extend(x.to_le_bytes());
+                }
+            }
+            Meta::F32s(a) => {
+                w.extend(9u32.to_le_bytes());
+                w.extend(6u32.to_le_bytes());
                 w.extend((a.len() as u64).to_le_bytes());
                 for x in a {
                     w.extend(x.to_le_bytes());

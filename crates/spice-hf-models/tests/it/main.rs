@@ -11,6 +11,7 @@ mod llama;
 mod qwen_coder;
 mod reference;
 mod sampling;
+mod spm;
 
 use spice_hf_models::chat::{ChatTemplate, Message};
 use spice_hf_models::gguf::GgufFile;
