@@ -456,8 +456,49 @@ pub(crate) fn backends() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `estimate` of a sentence encoder: its weights in f32 on a Burn device, no KV cache.
+fn estimate_encoder(path: &std::path::Path, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
+    let cfg = spice_hf_models::bert::BertConfig::from_hf_config(&path.join("config.json"))?;
+    let spec = spice_hf_models::bert::SentenceSpec::from_dir(path, &cfg)?;
+    let tensors = spice_hf_models::tensors::TensorSet::from_safetensors_dir(path)?;
+    let parameters: u64 = tensors.iter().map(|t| t.elements() as u64).sum();
+    let weights = parameters.saturating_mul(4);
+    let headroom = (weights as f64 * args.headroom) as u64;
+    println!("model       {}", path.display());
+    println!(
+        "parameters  {:.1} M (bert sentence encoder: {} layers, {} dimensions, {} pooling{}, at most {} tokens)",
+        parameters as f64 / 1e6,
+        cfg.layers,
+        cfg.hidden,
+        spec.pooling.name(),
+        if spec.normalize { ", normalized" } else { "" },
+        spec.max_tokens
+    );
+    println!(
+        "weights     {} (f32 on the Burn device)",
+        crate::human(weights)
+    );
+    println!("KV cache    none (an encoder keeps nothing between requests)");
+    println!(
+        "headroom    {} ({:.0}%)",
+        crate::human(headroom),
+        args.headroom * 100.0
+    );
+    println!(
+        "total       {}",
+        crate::human(weights.saturating_add(headroom))
+    );
+    if let Some(avail) = available_memory() {
+        println!("available   {}", crate::human(avail));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
     let path = resolve(&args.model).await?;
+    if path.is_dir() && path.join("modules.json").is_file() {
+        return estimate_encoder(&path, &args);
+    }
     let files = ModelFiles::open(&path)?;
     let cfg = files.config()?;
     let usage = Usage {
@@ -474,8 +515,9 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
     let f = files.footprint(&usage)?;
     println!("model       {}", path.display());
     println!(
-        "parameters  {:.1} M ({} layers, hidden {}, vocab {})",
+        "parameters  {:.1} M ({}: {} layers, hidden {}, vocab {})",
         f.parameters as f64 / 1e6,
+        cfg.arch,
         cfg.layers,
         cfg.hidden,
         cfg.vocab
@@ -490,14 +532,32 @@ pub(crate) async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
             HeldAs::F32 => "decoded to f32 for the GPU path",
         }
     );
+    let windowed = (0..cfg.layers.min(1 << 12))
+        .filter(|&l| cfg.window(l).is_some())
+        .count();
     println!(
-        "KV cache    {} ({} x {} positions, {})",
+        "KV cache    {} ({} x {} positions, {}; {} KV heads of {}{})",
         crate::human(f.kv_cache_bytes),
         usage.sequences,
         args.model.context,
         match args.weights {
             HeldAs::Packed => usage.kv.name(),
             HeldAs::F16 | HeldAs::F32 => "f32",
+        },
+        cfg.kv_heads,
+        cfg.head_dim(),
+        match (cfg.sliding_window, args.weights) {
+            (Some(w), HeldAs::Packed) if windowed > 0 => format!(
+                "; {windowed} of {} layers hold at most 2 x {w}-position windows",
+                cfg.layers
+            ),
+            (Some(w), _) if windowed > 0 => {
+                format!(
+                    "; {windowed} of {} layers see {w}-position windows",
+                    cfg.layers
+                )
+            }
+            _ => String::new(),
         }
     );
     println!(

@@ -152,3 +152,45 @@ async fn a_model_that_cannot_fit_is_refused_before_loading() {
     // preflight would have failed on that instead.
     assert!(!err.contains("tokenizer"), "{err}");
 }
+
+/// `estimate` names each architecture and its KV layout, from the tiny models transformers
+/// built (the models crate's fixtures): Qwen3's 2 KV heads of 64 (wider heads than hidden /
+/// heads), Gemma 3's one windowed layer of two counted at two windows; and a sentence encoder
+/// has no KV cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_knows_each_architectures_kv_layout() {
+    let archs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../spice-hf-models/tests/data/archs");
+    let home = tempfile::tempdir().unwrap();
+    let run = |dir: std::path::PathBuf| {
+        let mut c = spice("http://127.0.0.1:9", home.path());
+        c.arg("estimate").arg(dir).args(["--context", "512"]);
+        c
+    };
+    let out = output(run(archs.join("qwen3"))).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = text(&out.stdout);
+    assert!(out.contains("(qwen3: 2 layers, hidden 256"), "{out}");
+    // 2 layers x keys and values x 2 heads x 64 x 512 positions x 2 bytes = 512 KiB.
+    assert!(out.contains("KV cache    512.00 KiB"), "{out}");
+    assert!(out.contains("2 KV heads of 64)"), "{out}");
+    let out = output(run(archs.join("gemma3"))).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = text(&out.stdout);
+    // The global layer 512 positions, the local one 2 x 5: 522 x 2 x 2 x 64 x 2 bytes.
+    assert!(out.contains("KV cache    261.00 KiB"), "{out}");
+    assert!(
+        out.contains("1 of 2 layers hold at most 2 x 5-position windows"),
+        "{out}"
+    );
+    if let Some(minilm) = spice_hf_testkit::fixtures::minilm_dir_or_skip() {
+        let out = output(run(minilm)).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = text(&out.stdout);
+        assert!(
+            out.contains("bert sentence encoder: 6 layers, 384 dimensions, mean pooling, normalized, at most 256 tokens"),
+            "{out}"
+        );
+        assert!(out.contains("KV cache    none"), "{out}");
+    }
+}
