@@ -1,8 +1,7 @@
 //! The shape of a decoder of the Llama family and its relatives (Mistral, Qwen2, Qwen3,
-//! Gemma 3), read
-//! from GGUF metadata or a Hugging Face `config.json` (a typed document: a field of the wrong
-//! type is an error naming it, never a default). An architecture we do not implement is refused
-//! by name, never guessed.
+//! Gemma 3), read from GGUF metadata or a Hugging Face `config.json` (a typed document: a field
+//! of the wrong type is an error naming it, never a default). An architecture we do not
+//! implement is refused by name, never guessed.
 
 use std::path::Path;
 
