@@ -510,7 +510,10 @@ impl BurnLlama {
             None => (self.cfg.sliding_window, None),
         };
         let mask = causal_mask(&self.cfg, pos, s, global_window, &self.device);
-        let mask_local = causal_mask(&self.cfg, pos, s, local_window, &self.device);
+        let mask_local = self
+            .rope_local
+            .as_ref()
+            .and_then(|_| causal_mask(&self.cfg, pos, s, local_window, &self.device));
         let at = At {
             pos,
             mask: mask.as_ref(),
