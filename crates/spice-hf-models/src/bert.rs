@@ -386,8 +386,12 @@ impl Reader<'_> {
     }
 }
 
-/// Most sequences one forward pass takes.
+/// Most sequences one call embeds.
 pub const MAX_BATCH: usize = 2048;
+
+/// Most attention scores (batch x heads x positions²) one forward pass holds: 2^25 f32
+/// values, 128 MiB.
+pub const MAX_SCORES: usize = 1 << 25;
 
 impl Bert {
     /// Loads a sentence-transformers repository from `dir` (`config.json`, safetensors
@@ -470,9 +474,29 @@ impl Bert {
     }
 
     /// The sentence vectors of `batch` (token ids with the tokenizer's `[CLS]`/`[SEP]`), in
-    /// one forward pass: sequences padded to the longest, padding masked out of attention and
-    /// pooling.
+    /// one forward pass (sequences padded to the longest, padding masked out of attention and
+    /// pooling) as long as its attention scores stay within [`MAX_SCORES`] values; a larger
+    /// batch runs in as few passes as keep each one within it (2,048 inputs of 256 tokens
+    /// would otherwise ask for 6 GiB of scores at once).
     pub fn embed(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if batch.len() > MAX_BATCH {
+            return Err(Error::Config(format!(
+                "{} inputs in one batch; at most {MAX_BATCH}",
+                batch.len()
+            )));
+        }
+        let s = batch.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let per_input = self.cfg.heads.saturating_mul(s).saturating_mul(s).max(1);
+        let chunk = (MAX_SCORES / per_input).max(1);
+        let mut out = Vec::with_capacity(batch.len());
+        for part in batch.chunks(chunk) {
+            out.extend(self.embed_pass(part)?);
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over `batch`.
+    fn embed_pass(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let b = batch.len();
         if b == 0 {
             return Ok(Vec::new());

@@ -118,12 +118,7 @@ impl ServedModel {
                 ),
             });
         }
-        let (permit, waited) = self.limiter().acquire().await?;
-        let queue_ms = waited.as_secs_f64() * 1000.0;
-        metrics::histogram!(names::QUEUE_WAIT_MS, names::MODEL => self.name().to_string())
-            .record(queue_ms);
-        span.record("queue_ms", queue_ms);
-        let (engine, permit) = self.engine_holding(permit).await?;
+        let (engine, permit, _) = self.admit(span).await?;
         let span = span.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

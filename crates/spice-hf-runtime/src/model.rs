@@ -216,6 +216,22 @@ impl ServedModel {
         Ok((engine, permit))
     }
 
+    /// Admits a request: waits for a slot of the limiter (the wait recorded in
+    /// `llm_queue_wait_ms` and the span's `queue_ms`, and returned in ms), then for the engine
+    /// on that slot.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        span: &tracing::Span,
+    ) -> Result<(Arc<Engine>, Permit, f64)> {
+        let (permit, waited) = self.limiter().acquire().await?;
+        let queue_ms = waited.as_secs_f64() * 1000.0;
+        metrics::histogram!(names::QUEUE_WAIT_MS, names::MODEL => self.name().to_string())
+            .record(queue_ms);
+        span.record("queue_ms", queue_ms);
+        let (engine, permit) = self.engine_holding(permit).await?;
+        Ok((engine, permit, queue_ms))
+    }
+
     async fn load_once(self: &Arc<Self>) -> Result<Arc<Engine>> {
         let this = self.clone();
         let engine = self

@@ -329,12 +329,7 @@ impl ServedModel {
         }
         // Admission first: waiting for a lazy load, rendering the template and tokenizing all
         // happen on a granted slot, so the queue bound also bounds that work.
-        let (permit, waited) = self.limiter().acquire().await?;
-        let queue_ms = waited.as_secs_f64() * 1000.0;
-        metrics::histogram!(names::QUEUE_WAIT_MS, names::MODEL => self.name().to_string())
-            .record(queue_ms);
-        span.record("queue_ms", queue_ms);
-        let (engine, permit) = self.engine_holding(permit).await?;
+        let (engine, permit, queue_ms) = self.admit(&span).await?;
         // Templates and tokenizers are CPU work of unbounded size: never on the async threads.
         let (prepared, permit) = {
             let engine = engine.clone();

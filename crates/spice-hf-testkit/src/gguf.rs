@@ -217,6 +217,21 @@ pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec
     out
 }
 
+/// The fixtures' byte-level vocabulary as GGUF metadata: the three ChatML specials (control
+/// tokens), then the 256 byte-level symbols; with their token types.
+fn fixture_vocabulary() -> (Vec<String>, Vec<i32>) {
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    let tokens: Vec<String> = specials
+        .iter()
+        .map(|s| s.to_string())
+        .chain(byte_to_unicode().into_iter().map(String::from))
+        .collect();
+    let types = (0..tokens.len())
+        .map(|i| if i < specials.len() { 3 } else { 1 })
+        .collect();
+    (tokens, types)
+}
+
 /// The tiny Llama as a GGUF: 2-D weights in `format`, norms in F32 (as llama.cpp writes
 /// them), with its tokenizer and chat template.
 pub fn tiny_llama_gguf(seed: u64, shape: TinyShape, format: Format) -> Vec<u8> {
@@ -250,15 +265,7 @@ pub fn tiny_llama_gguf_with(
             }
         })
         .collect();
-    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    let tokens: Vec<String> = specials
-        .iter()
-        .map(|s| s.to_string())
-        .chain(byte_to_unicode().into_iter().map(String::from))
-        .collect();
-    let types: Vec<i32> = (0..tokens.len())
-        .map(|i| if i < 3 { 3 } else { 1 })
-        .collect();
+    let (tokens, types) = fixture_vocabulary();
     let u = |v: usize| Meta::U32(v as u32);
     let meta = vec![
         ("general.architecture", Meta::Str("llama".into())),
@@ -372,15 +379,7 @@ pub fn gguf_from_hf_dir(dir: &Path, format: Format) -> Vec<u8> {
             }
         })
         .collect();
-    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    let tokens: Vec<String> = specials
-        .iter()
-        .map(|s| s.to_string())
-        .chain(byte_to_unicode().into_iter().map(String::from))
-        .collect();
-    let types: Vec<i32> = (0..tokens.len())
-        .map(|i| if i < 3 { 3 } else { 1 })
-        .collect();
+    let (tokens, types) = fixture_vocabulary();
     let u = |v: usize| Meta::U32(v as u32);
     let key = |k: &str| format!("{arch}.{k}");
     let mut meta: Vec<(String, Meta)> = vec![

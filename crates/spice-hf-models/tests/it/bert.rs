@@ -87,7 +87,7 @@ fn minilm_vectors_match_sentence_transformers_on_every_backend() {
 }
 
 #[test]
-fn a_batch_of_32_equals_the_same_inputs_one_at_a_time() {
+fn a_batch_of_32_equals_the_same_inputs_one_at_a_time_and_a_large_one_runs_in_bounded_passes() {
     let Some(dir) = fixtures::minilm_dir_or_skip() else {
         return;
     };
@@ -119,6 +119,29 @@ fn a_batch_of_32_equals_the_same_inputs_one_at_a_time() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(err < 1e-5, "input {i} ({} tokens): {err:e}", one.len());
+    }
+    // 50 inputs of 250 tokens exceed one pass's score budget (42 such inputs): they run in
+    // two passes, and each vector is still the one the input gets alone.
+    let long: Vec<Vec<u32>> = (0..50)
+        .map(|i| {
+            let mut ids = vec![101];
+            ids.extend((0..248).map(|j| 1000 + ((i * 7 + j * 13) % 20000) as u32));
+            ids.push(102);
+            ids
+        })
+        .collect();
+    let per_pass = spice_hf_models::bert::MAX_SCORES / (12 * 250 * 250);
+    assert!(per_pass < long.len(), "{per_pass}");
+    let many = model.embed(&long).unwrap();
+    assert_eq!(many.len(), long.len());
+    for i in [0, per_pass - 1, per_pass, long.len() - 1] {
+        let alone = model.embed(std::slice::from_ref(&long[i])).unwrap();
+        let err = alone[0]
+            .iter()
+            .zip(&many[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-5, "long input {i}: {err:e}");
     }
     // Longer than the model's 256 tokens: an error, never a cut.
     let long = tok
